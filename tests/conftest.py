@@ -1,0 +1,62 @@
+"""Shared fixtures: a fresh data folder and database per test, the real datasets, no leftovers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+REAL_DATA = REPO_ROOT.parent / "shared" / "data" / "real"
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """A fresh, private data folder; MTM_HOME points at it for code that reads the environment."""
+    from app.paths import DataHome
+
+    root = tmp_path / "mtm-home"
+    monkeypatch.setenv("MTM_HOME", str(root))
+    return DataHome(root).ensure()
+
+
+@pytest.fixture
+def database(home):  # type: ignore[no-untyped-def]
+    """The migrated database inside `home`, closed after the test."""
+    from app.db import open_database
+
+    db = open_database(home.database, home.backups)
+    yield db
+    db.close()
+
+
+@pytest.fixture
+def real_data(tmp_path: Path) -> Path:
+    """A writable copy of ../shared/data/real (the originals are read-only)."""
+    if not REAL_DATA.is_dir():
+        pytest.fail(f"the real datasets are missing: expected them in {REAL_DATA}")
+    target = tmp_path / "real"
+    shutil.copytree(REAL_DATA, target)
+    for path in target.iterdir():
+        path.chmod(0o644)
+    return target
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_threads() -> Iterator[None]:
+    """A test that leaves a thread running fails (Qt's own pool threads are checked in ui tests)."""
+    before = set(threading.enumerate())
+    yield
+    leftovers = [
+        t for t in threading.enumerate() if t not in before and t.is_alive() and not t.daemon
+    ]
+    for thread in leftovers:
+        thread.join(timeout=5)
+    still = [t.name for t in leftovers if t.is_alive()]
+    assert not still, f"threads left running: {still}"

@@ -1,0 +1,70 @@
+"""Small dialogs, all opened with `open()` (no nested event loops): confirm, error, bug, About."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from collections.abc import Callable
+
+from PySide6 import __version__ as pyside_version
+from PySide6.QtCore import qVersion
+from PySide6.QtWidgets import QApplication, QMessageBox, QWidget
+
+from app import APP_NAME, __version__
+
+# Dialogs opened with open() must outlive the function that opened them.
+_open_dialogs: set[QMessageBox] = set()
+
+
+def _keep_until_closed(box: QMessageBox) -> QMessageBox:
+    _open_dialogs.add(box)
+    box.finished.connect(lambda _result: _open_dialogs.discard(box))
+    box.open()
+    return box
+
+
+def confirm(
+    parent: QWidget, title: str, text: str, on_yes: Callable[[], None], yes_text: str = "Delete"
+) -> QMessageBox:
+    """Ask a yes/no question; `on_yes` runs only if the user agrees."""
+    box = QMessageBox(QMessageBox.Icon.Warning, title, text, parent=parent)
+    yes = box.addButton(yes_text, QMessageBox.ButtonRole.DestructiveRole)
+    box.addButton(QMessageBox.StandardButton.Cancel)
+    box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+
+    def on_finished(_result: int) -> None:
+        if box.clickedButton() is yes:
+            on_yes()
+
+    box.finished.connect(on_finished)
+    return _keep_until_closed(box)
+
+
+def show_error(parent: QWidget | None, text: str) -> QMessageBox:
+    """A known error, in its one sentence."""
+    box = QMessageBox(QMessageBox.Icon.Warning, APP_NAME, text, parent=parent)
+    return _keep_until_closed(box)
+
+
+def show_bug_report(summary: str, details: str) -> QMessageBox:
+    """A bug: the summary, and the traceback to copy into a report."""
+    parent = QApplication.activeWindow()
+    text = f"Something went wrong that should not have: {summary}. The details are in the log."
+    box = QMessageBox(QMessageBox.Icon.Critical, APP_NAME, text, parent=parent)
+    box.setDetailedText(details)
+    return _keep_until_closed(box)
+
+
+def about_text() -> str:
+    return (
+        f"<h3>{APP_NAME} {__version__}</h3>"
+        "<p>Fine-tune language models on your own machine and publish them to Ollama.</p>"
+        f"<p>Qt {qVersion()} &middot; PySide6 {pyside_version} &middot; "
+        f"Python {platform.python_version()} ({sys.platform})</p>"
+    )
+
+
+def show_about(parent: QWidget) -> QMessageBox:
+    box = QMessageBox(QMessageBox.Icon.NoIcon, f"About {APP_NAME}", about_text(), parent=parent)
+    box.setIconPixmap(parent.windowIcon().pixmap(64, 64))
+    return _keep_until_closed(box)

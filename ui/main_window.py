@@ -1,0 +1,126 @@
+"""The main window: five tabs, a menu with shortcuts, a status bar, drag and drop of files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
+from PySide6.QtWidgets import QLabel, QMainWindow, QTabWidget
+
+from app import APP_NAME
+from app.context import AppContext
+from app.workers.background import TaskRunner
+from ui.dashboard_tab import DashboardTab
+from ui.datasets_tab import DatasetsTab
+from ui.dialogs import show_about
+from ui.icons import app_icon
+from ui.settings_tab import SettingsTab
+from ui.unbuilt_tab import UnbuiltFeatureTab
+
+_STATUS_TIMEOUT_MS = 8000
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, context: AppContext) -> None:
+        super().__init__()
+        self.context = context
+        self.runner = TaskRunner(parent=self)
+        self.setWindowTitle(APP_NAME)
+        self.setWindowIcon(app_icon())
+        self.resize(1180, 760)
+        self.setAcceptDrops(True)
+        self._build_tabs()
+        self._build_menus()
+        self._build_status_bar()
+
+    def _build_tabs(self) -> None:
+        self.tabs = QTabWidget()
+        self.dashboard_tab = DashboardTab(self.context)
+        self.datasets_tab = DatasetsTab(self.context, self.runner)
+        self.jobs_tab = UnbuiltFeatureTab(
+            "Jobs",
+            "Training jobs are not built yet. This tab will start, watch, stop, resume and retry "
+            "LoRA, QLoRA and full fine-tuning runs once the training engine lands.",
+        )
+        self.models_tab = UnbuiltFeatureTab(
+            "Models",
+            "The Ollama integration is not built yet. This tab will list the models Ollama has, "
+            "publish fine-tuned models to it, and chat with them beside their base model.",
+        )
+        self.settings_tab = SettingsTab(self.context, self.runner)
+        for widget, title in (
+            (self.dashboard_tab, "Dashboard"),
+            (self.datasets_tab, "Datasets"),
+            (self.jobs_tab, "Jobs"),
+            (self.models_tab, "Models"),
+            (self.settings_tab, "Settings"),
+        ):
+            self.tabs.addTab(widget, title)
+        self.setCentralWidget(self.tabs)
+        self.datasets_tab.datasets_changed.connect(self.dashboard_tab.refresh)
+        self.datasets_tab.status_message.connect(self.show_status)
+        self.settings_tab.status_message.connect(self.show_status)
+
+    def _build_menus(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        self.import_action = QAction("&Import dataset…", self)
+        self.import_action.setShortcut(QKeySequence.StandardKey.Open)
+        self.import_action.triggered.connect(self.on_import_action_triggered)
+        self.settings_action = QAction("&Settings", self)
+        self.settings_action.setShortcut(QKeySequence("Ctrl+,"))
+        self.settings_action.triggered.connect(
+            lambda: self.tabs.setCurrentWidget(self.settings_tab)
+        )
+        self.quit_action = QAction("&Quit", self)
+        self.quit_action.setShortcut(QKeySequence("Ctrl+Q"))
+        self.quit_action.triggered.connect(self.close)
+        for action in (self.import_action, self.settings_action):
+            file_menu.addAction(action)
+        file_menu.addSeparator()
+        file_menu.addAction(self.quit_action)
+        help_menu = self.menuBar().addMenu("&Help")
+        self.about_action = QAction(f"&About {APP_NAME}", self)
+        self.about_action.triggered.connect(lambda: show_about(self))
+        help_menu.addAction(self.about_action)
+
+    def _build_status_bar(self) -> None:
+        self.home_label = QLabel(f"Data: {self.context.home.root}")
+        self.statusBar().addPermanentWidget(self.home_label)
+        self.show_status("Ready.")
+
+    def show_status(self, text: str) -> None:
+        self.statusBar().showMessage(text, _STATUS_TIMEOUT_MS)
+
+    def on_import_action_triggered(self) -> None:
+        self.tabs.setCurrentWidget(self.datasets_tab)
+        self.datasets_tab.request_import()
+
+    # --- drag and drop ---------------------------------------------------------------------
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if _local_files(event):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        paths = _local_files(event)
+        if paths:
+            event.acceptProposedAction()
+            self.tabs.setCurrentWidget(self.datasets_tab)
+            self.datasets_tab.import_files(paths)
+
+    # --- closing ---------------------------------------------------------------------------
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.shut_down()
+        event.accept()
+
+    def shut_down(self) -> None:
+        """Cancel background work (an import cancelled leaves nothing behind) and wait for it."""
+        self.runner.shutdown()
+
+
+def _local_files(event: QDragEnterEvent | QDropEvent) -> list[Path]:
+    mime = event.mimeData()
+    if not mime.hasUrls():
+        return []
+    return [Path(url.toLocalFile()) for url in mime.urls() if url.isLocalFile()]

@@ -1,0 +1,148 @@
+"""The Settings tab: every setting in a form; invalid values get a message beside the field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.context import AppContext
+from app.settings import AppSettings, Hyperparameters, flatten, validate_settings
+from app.workers.background import TaskFailure, TaskRunner
+
+_ERROR_STYLE = "color: #b3261e;"
+_GENERAL = {
+    "ollama_url": "Ollama URL",
+    "max_concurrent_jobs": "Concurrent training jobs",
+    "import_size_limit_mb": "Import size limit (MB)",
+}
+_HYPERPARAMETERS = {
+    "method": "Method",
+    "epochs": "Epochs",
+    "batch_size": "Batch size",
+    "learning_rate": "Learning rate",
+    "max_seq_length": "Max sequence length",
+    "lora_r": "LoRA rank (r)",
+    "lora_alpha": "LoRA alpha",
+    "lora_dropout": "LoRA dropout",
+    "eval_fraction": "Validation fraction",
+    "save_steps": "Checkpoint every N steps",
+    "seed": "Seed",
+}
+
+
+class SettingsTab(QWidget):
+    """Signals: `settings_saved(AppSettings)`, `status_message(str)`."""
+
+    settings_saved = Signal(object)
+    status_message = Signal(str)
+
+    def __init__(self, context: AppContext, runner: TaskRunner, parent: QWidget | None = None):
+        super().__init__(parent)
+        self._context = context
+        self._runner = runner
+        self.editors: dict[str, QLineEdit | QComboBox] = {}
+        self.errors: dict[str, QLabel] = {}
+        self._build()
+        self.show_settings(context.settings.load())
+
+    def _build(self) -> None:
+        layout = QVBoxLayout(self)
+        general = QGroupBox("General")
+        general_form = QFormLayout(general)
+        for key, label in _GENERAL.items():
+            self._add_row(general_form, key, label, AppSettings.model_fields[key].description)
+        defaults = QGroupBox("Default hyperparameters for new jobs")
+        defaults_form = QFormLayout(defaults)
+        for key, label in _HYPERPARAMETERS.items():
+            tip = Hyperparameters.model_fields[key].description
+            self._add_row(defaults_form, f"hyperparameters.{key}", label, tip)
+        layout.addWidget(general)
+        layout.addWidget(defaults)
+        buttons = QHBoxLayout()
+        self.save_button = QPushButton("Save")
+        self.save_button.clicked.connect(self.on_save_button_clicked)
+        self.revert_button = QPushButton("Revert")
+        self.revert_button.clicked.connect(
+            lambda: self.show_settings(self._context.settings.load())
+        )
+        self.saved_label = QLabel()
+        buttons.addWidget(self.save_button)
+        buttons.addWidget(self.revert_button)
+        buttons.addWidget(self.saved_label)
+        buttons.addStretch(1)
+        layout.addLayout(buttons)
+        layout.addStretch(1)
+
+    def _add_row(self, form: QFormLayout, key: str, label: str, tip: str | None) -> None:
+        editor: QLineEdit | QComboBox
+        if key == "hyperparameters.method":
+            editor = QComboBox()
+            editor.addItems(["lora", "qlora", "full"])
+        else:
+            editor = QLineEdit()
+        editor.setToolTip(tip or "")
+        error = QLabel()
+        error.setStyleSheet(_ERROR_STYLE)
+        row = QHBoxLayout()
+        row.addWidget(editor, 1)
+        row.addWidget(error, 1)
+        form.addRow(label, row)
+        self.editors[key] = editor
+        self.errors[key] = error
+
+    def show_settings(self, settings: AppSettings) -> None:
+        values = flatten(settings.model_dump(mode="json"))
+        for key, editor in self.editors.items():
+            if isinstance(editor, QComboBox):
+                editor.setCurrentText(str(values[key]))
+            else:
+                editor.setText(str(values[key]))
+            self.errors[key].clear()
+
+    def form_values(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"hyperparameters": {}}
+        for key, editor in self.editors.items():
+            text = editor.currentText() if isinstance(editor, QComboBox) else editor.text().strip()
+            if key.startswith("hyperparameters."):
+                data["hyperparameters"][key.split(".", 1)[1]] = text
+            else:
+                data[key] = text
+        return data
+
+    def on_save_button_clicked(self) -> None:
+        settings, errors = validate_settings(self.form_values())
+        for key, label in self.errors.items():
+            label.setText(errors.get(key, ""))
+        if settings is None:
+            self.saved_label.setText("Not saved: fix the fields marked in red.")
+            return
+        store = self._context.settings
+        self.save_button.setEnabled(False)
+        self._runner.submit(
+            lambda _c: store.save(settings),
+            on_success=lambda _r: self._on_saved(settings),
+            on_error=self._on_save_failed,
+        )
+
+    def _on_saved(self, settings: AppSettings) -> None:
+        self.save_button.setEnabled(True)
+        self.saved_label.setText("Saved.")
+        self.show_settings(settings)
+        self.settings_saved.emit(settings)
+        self.status_message.emit("Settings saved.")
+
+    def _on_save_failed(self, failure: TaskFailure) -> None:
+        self.save_button.setEnabled(True)
+        self.saved_label.setText(failure.message)
