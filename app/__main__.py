@@ -18,6 +18,10 @@ def _gui_arguments(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["--run-import"]:  # a child process of the window (app.datasets.import_process)
+        from app.datasets.import_process import child_main
+
+        return child_main()
     from app.cli import is_cli_invocation
 
     if is_cli_invocation(args):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -79,3 +80,11 @@ def resource_path(name: str) -> Path:
     """A file shipped in the `resources` package, found alike in a source tree and a build."""
     traversable = resources.files("resources").joinpath(name)
     return Path(str(traversable))
+
+
+def self_command(*args: str) -> list[str]:
+    """The command line that runs this app again with `args`: the frozen executable itself, or
+    this Python with `-m app`. Child processes (imports, training) start through it."""
+    if getattr(sys, "frozen", False):
+        return [sys.executable, *args]
+    return [sys.executable, "-m", "app", *args]

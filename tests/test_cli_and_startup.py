@@ -140,3 +140,18 @@ def test_core_modules_import_without_qt_widgets(module):
         [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_mtm_is_installed_as_a_command(tmp_path):
+    mtm = Path(sys.executable).with_name("mtm")
+    assert mtm.exists(), "make setup installs the package, which provides `mtm`"
+    env = {**os.environ, "MTM_HOME": str(tmp_path / "home")}
+    result = subprocess.run(
+        [str(mtm), "datasets", "list", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == []

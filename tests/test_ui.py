@@ -239,3 +239,13 @@ def test_about_dialog_names_the_versions(window, qtbot):
     assert any("PySide6" in b.text() and "Python" in b.text() for b in boxes)
     for box in boxes:
         box.close()
+
+
+def test_quit_closes_the_window_and_stops_background_work(qtbot, context):
+    win = MainWindow(context)
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitExposed(win)
+    win.quit_action.trigger()
+    assert not win.isVisible()
+    assert not win.runner.busy

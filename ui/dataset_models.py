@@ -77,11 +77,16 @@ class DatasetTableModel(QAbstractTableModel):
 def render_messages(record: dict[str, Any], limit: int | None = None) -> str:
     """A canonical record as readable text: `role: content` per turn, or the text itself."""
     if "messages" in record:
-        lines = [f"{m.get('role', '?')}: {m.get('content', '')}" for m in record["messages"]]
+        lines = [f"{_speaker(m)}: {m.get('content', '')}" for m in record["messages"]]
         text = "\n".join(lines)
     else:
         text = str(record.get("text", ""))
     return _shorten(text, limit)
+
+
+def _speaker(message: dict[str, Any]) -> str:
+    role = str(message.get("role", "?"))
+    return f"{role} (tool call)" if message.get("tool_call") else role
 
 
 def render_json(record: dict[str, Any], limit: int | None = None, indent: bool = False) -> str:

@@ -28,7 +28,8 @@ from PySide6.QtWidgets import (
 )
 
 from app.context import AppContext
-from app.datasets.importer import ImportCancelled, ImportOptions, ImportProgress, import_dataset
+from app.datasets.import_process import import_in_child
+from app.datasets.importer import ImportCancelled, ImportOptions, ImportProgress
 from app.datasets.repository import (
     dataset_files,
     delete_dataset,
@@ -73,7 +74,7 @@ class DatasetsTab(QWidget):
         splitter = QSplitter(Qt.Orientation.Horizontal)
         splitter.addWidget(self._build_table())
         splitter.addWidget(self._build_detail())
-        splitter.setSizes([380, 720])
+        splitter.setSizes([470, 730])
         layout.addWidget(splitter, 1)
         layout.addLayout(self._build_progress_row())
 
@@ -105,7 +106,10 @@ class DatasetsTab(QWidget):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.verticalHeader().hide()
-        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.table.setWordWrap(False)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.table.selectionModel().selectionChanged.connect(self.on_table_selection_changed)
         self.empty_label = QLabel(
             "No datasets yet. Import a JSON, JSON Lines, CSV, TSV, Parquet or text file with "
@@ -255,7 +259,7 @@ class DatasetsTab(QWidget):
 
         def work(context: TaskContext) -> Dataset:
             try:
-                return import_dataset(
+                return import_in_child(
                     database,
                     home,
                     path,

@@ -10,8 +10,9 @@ from PySide6.QtWidgets import QSizePolicy, QWidget
 def _short(value: float) -> str:
     for factor, suffix in ((1_000_000, "M"), (1_000, "k")):
         if value >= factor:
-            return f"{value / factor:g}{suffix}"
-    return f"{value:g}"
+            scaled = value / factor
+            return f"{scaled:.0f}{suffix}" if scaled >= 10 else f"{scaled:.1f}{suffix}"
+    return f"{value:.0f}"
 
 
 class LengthHistogram(QWidget):
