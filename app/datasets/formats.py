@@ -95,6 +95,14 @@ def detect_format(records: list[dict[str, Any]]) -> str | None:
     return next(fmt for fmt in FORMATS if votes.get(fmt) == best)
 
 
+def closest_format(columns: list[str]) -> str | None:
+    """The format whose required fields the columns come closest to (for better messages)."""
+    present = set(columns)
+    overlaps = {fmt: len(present.intersection(REQUIRED_FIELDS[fmt])) for fmt in FORMATS}
+    best = max(overlaps.values())
+    return next(fmt for fmt in FORMATS if overlaps[fmt] == best) if best else None
+
+
 # --- column suggestions for tabular files ---------------------------------------------------
 
 _INSTRUCTION_NAMES = ("instruction", "instructions", "question", "query", "problem", "task")
@@ -167,8 +175,6 @@ def _suggest_alpaca(by_lower: dict[str, str]) -> Suggestion:
 def _suggest_text(by_lower: dict[str, str]) -> Suggestion:
     if column := _pick(by_lower, _TEXT_NAMES):
         return "text", {"text": column}
-    if len(by_lower) == 1:
-        return "text", {"text": next(iter(by_lower.values()))}
     return None
 
 
@@ -199,11 +205,18 @@ def _alpaca(keys: dict[str, str]) -> Normaliser:
     system_key, history_key = keys["system"], keys["history"]
 
     def normalise_alpaca(record: Mapping[str, Any]) -> Record:
-        instruction = _required_text(record, instruction_key)
-        output = _required_text(record, output_key)
-        extra = _optional_text(record, input_key)
-        user = f"{instruction}\n\n{extra}" if extra.strip() else instruction
-        messages = _system_turn(_optional_text(record, system_key))
+        # Runs once per record: the common case (all text) is inlined, the rest is a call.
+        instruction, output = record.get(instruction_key), record.get(output_key)
+        extra = record.get(input_key)
+        if type(instruction) is not str:
+            instruction = _required_text(record, instruction_key)
+        if type(output) is not str:
+            output = _required_text(record, output_key)
+        if type(extra) is not str:
+            extra = _optional_text(record, input_key)
+        user = f"{instruction}\n\n{extra}" if extra and not extra.isspace() else instruction
+        system = record.get(system_key)
+        messages = _system_turn(_optional_text(record, system_key)) if system else []
         history = record.get(history_key)
         if history:
             messages.extend(_history_turns(history, history_key))
@@ -216,11 +229,11 @@ def _alpaca(keys: dict[str, str]) -> Normaliser:
 
 def _history_turns(history: Any, key: str) -> list[Record]:
     if not isinstance(history, list):
-        raise RecordError(f"'{key}' is not a list of [instruction, response] pairs")
+        raise RecordError(f"{quoted(key)} is not a list of [instruction, response] pairs")
     turns: list[Record] = []
     for pair in history:
         if not (isinstance(pair, list | tuple) and len(pair) == 2):
-            raise RecordError(f"'{key}' is not a list of [instruction, response] pairs")
+            raise RecordError(f"{quoted(key)} is not a list of [instruction, response] pairs")
         question, answer = (_as_text(part, key) for part in pair)
         turns.append({"role": "user", "content": question})
         turns.append({"role": "assistant", "content": answer})
@@ -294,7 +307,9 @@ def _required_text(record: Mapping[str, Any], key: str) -> str:
     if type(value) is str:
         return value
     if value is None:
-        raise RecordError(f"missing '{key}'" if key not in record else f"'{key}' is null")
+        raise RecordError(
+            f"missing {quoted(key)}" if key not in record else f"{quoted(key)} is null"
+        )
     return _as_text(value, key)
 
 
@@ -311,7 +326,7 @@ def _as_text(value: Any, key: str) -> str:
     # Numbers are text that a spreadsheet or a JSON export typed for us ("answer": 42).
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
-    raise RecordError(f"'{key}' is not text")
+    raise RecordError(f"{quoted(key)} is not text")
 
 
 def _system_turn(system: str) -> list[Record]:
@@ -322,10 +337,12 @@ def _turn_list(record: Mapping[str, Any], key: str) -> list[Any]:
     turns = record.get(key)
     if type(turns) is not list:
         if turns is None:
-            raise RecordError(f"missing '{key}'" if key not in record else f"'{key}' is null")
-        raise RecordError(f"'{key}' is not a list")
+            raise RecordError(
+                f"missing {quoted(key)}" if key not in record else f"{quoted(key)} is null"
+            )
+        raise RecordError(f"{quoted(key)} is not a list")
     if not turns:
-        raise RecordError(f"'{key}' is empty")
+        raise RecordError(f"{quoted(key)} is empty")
     return turns
 
 
@@ -383,6 +400,17 @@ def _with_tools(result: Record, record: Mapping[str, Any], key: str) -> Record:
     if tools is not None and tools != "":
         result["tools"] = tools
     return result
+
+
+def display(text: str) -> str:
+    """`text` as it can stand in a one-line message: control characters escaped."""
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
+def quoted(name: str, limit: int = 60) -> str:
+    """A name from the user's data, quoted for a message (escaped, and shortened if long)."""
+    shown = display(name)
+    return f"'{shown if len(shown) <= limit else shown[: limit - 3] + '...'}'"
 
 
 def _short(value: Any) -> str:

@@ -12,7 +12,8 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field, replace
 from itertools import chain, islice
@@ -24,26 +25,22 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.datasets.choosing import Choice, choose_format, columns_of, problem_sentence, record_place
 from app.datasets.formats import (
     DETECTION_SAMPLE,
-    FIELDS,
     FORMATS,
     Normaliser,
     Record,
     RecordError,
-    detect_format,
     make_normaliser,
-    suggest_mapping,
+    quoted,
 )
 from app.datasets.readers import (
-    TABULAR,
-    EncodingCheck,
     FileInfo,
     Item,
     RawRecord,
     ReadPosition,
     UnreadableRecord,
-    array_record_line,
     read_records,
     resolve_encoding,
     sniff_file,
@@ -87,7 +84,7 @@ class ImportProgress:
     records: int  # records read so far
 
 
-class ImportCancelled(Exception):  # noqa: N818  # the name callers know; it is no error
+class ImportCancelled(Exception):  # the name callers know; it is no error
     """The import was cancelled by its caller; nothing was kept."""
 
 
@@ -102,15 +99,6 @@ class Inspection:
     sample_original: list[dict[str, Any]]
     sample_normalised: list[dict[str, Any]]
     problem: str | None  # one sentence when the file will not import as it is
-
-
-@dataclass(frozen=True)
-class _Choice:
-    """The format a file will be read as, and from which columns."""
-
-    format: str
-    mapping: dict[str, str]
-    columns: list[str]
 
 
 # --- public entry points ----------------------------------------------------------------------
@@ -148,18 +136,18 @@ def inspect_file(
 ) -> Inspection:
     """Look at the head of `path`: its container, format, columns and a few records."""
     info = sniff_file(path, options.size_limit_bytes)
-    sample = _head(info)
+    info, sample = _head(info)
     records = [item for item in sample if type(item) is RawRecord]
-    columns = _columns_of(records)
+    columns = columns_of(records)
     try:
         _check_options(options)
-        choice = _choose_format(records, sample, columns, info, options)
+        choice = choose_format(sample, info, fmt=options.format, mapping=options.mapping)
     except BadInputError as error:
         return _inspection(info, columns, records[:sample_size], problem=error.message)
     normalised, problem = _normalise_sample(records[:sample_size], choice, info)
     unreadable = next((i for i in sample[:sample_size] if type(i) is UnreadableRecord), None)
     if problem is None and unreadable is not None:
-        problem = _problem_sentence(info, unreadable.index, unreadable.line, unreadable.reason)
+        problem = problem_sentence(info, unreadable.index, unreadable.line, unreadable.reason)
     inspection = _inspection(info, columns, records[:sample_size], problem, choice)
     return replace(inspection, sample_normalised=normalised)
 
@@ -170,7 +158,7 @@ def inspect_file(
 @dataclass
 class _Built:
     info: FileInfo
-    choice: _Choice
+    choice: Choice
     sha256: str
     rows: int
     invalid_rows: int
@@ -181,17 +169,15 @@ class _Built:
 
 def _build(staging: Path, info: FileInfo, options: ImportOptions, monitor: _Monitor) -> _Built:
     original = staging / f"original.{info.extension}"
-    sha256, check = _copy_original(info, original, monitor)
-    info = replace(info, path=original)
-    if info.container != "parquet":
-        info = resolve_encoding(info, check)
-    position = ReadPosition()
-    with closing(read_records(info, position)) as items:
-        sample = list(islice(items, DETECTION_SAMPLE))
-        records = [item for item in sample if type(item) is RawRecord]
-        choice = _choose_format(records, sample, _columns_of(records), info, options)
-        conversion = _Conversion(staging, choice, monitor, position)
-        conversion.run(chain(sample, items))
+    with _OriginalCopy(info.path, original) as copy:
+        try:
+            choice, conversion = _convert(staging, info, options, monitor)
+        except UnicodeDecodeError:
+            # Not the codec the head suggested: check the whole file, then read it once more.
+            info = resolve_encoding(info)
+            choice, conversion = _convert(staging, info, options, monitor)
+        sha256 = copy.result()
+    conversion.sources.link(original)
     rows, invalid = conversion.check_outcome(info, options)
     choice = replace(choice, columns=list(conversion.columns))
     split = split_document(rows, options.validation_fraction, options.split_seed)
@@ -201,51 +187,81 @@ def _build(staging: Path, info: FileInfo, options: ImportOptions, monitor: _Moni
     return _Built(info, choice, sha256, rows, invalid, validation_rows, stats, options)
 
 
-def _copy_original(info: FileInfo, target: Path, monitor: _Monitor) -> tuple[str, EncodingCheck]:
-    """Copy the file byte for byte, hashing it and checking its text encoding on the way."""
-    digest = hashlib.sha256()
-    check = EncodingCheck("utf-8" if info.container == "parquet" else info.encoding)
-    text = info.container != "parquet"
-    copied = 0
-    with info.path.open("rb") as source, target.open("wb") as copy:
-        while chunk := source.read(_COPY_CHUNK_BYTES):
-            digest.update(chunk)
-            copy.write(chunk)
-            if text:
-                check.feed(chunk)
-            copied += len(chunk)
-            monitor.check_cancelled()
-    if text:
-        check.feed(b"", final=True)
-    return digest.hexdigest(), check
+def _convert(
+    staging: Path, info: FileInfo, options: ImportOptions, monitor: _Monitor
+) -> tuple[Choice, _Conversion]:
+    position = ReadPosition()
+    with closing(read_records(info, position)) as items:
+        sample = list(islice(items, DETECTION_SAMPLE))
+        choice = choose_format(sample, info, fmt=options.format, mapping=options.mapping)
+        conversion = _Conversion(staging, info, choice, monitor)
+        conversion.position = position
+        conversion.run(chain(sample, items))
+    return choice, conversion
+
+
+class _OriginalCopy:
+    """Copies the original byte for byte and hashes the copy, on a thread beside the conversion.
+
+    The copy is made by the kernel (copy_file_range where there is one) and hashing releases
+    the GIL, so this costs the conversion almost nothing.
+    """
+
+    def __init__(self, source: Path, target: Path) -> None:
+        self.source, self.target = source, target
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dataset-copy")
+        self._future: Future[str] | None = None
+
+    def __enter__(self) -> _OriginalCopy:
+        self._future = self._executor.submit(self._copy)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._executor.shutdown(wait=True)
+
+    def result(self) -> str:
+        assert self._future is not None
+        return self._future.result()
+
+    def _copy(self) -> str:
+        shutil.copyfile(self.source, self.target)
+        with self.target.open("rb") as copy:
+            return hashlib.file_digest(copy, "sha256").hexdigest()
 
 
 class _Conversion:
     """Normalises every record into records.jsonl and source.jsonl, counting as it goes."""
 
-    def __init__(self, staging: Path, choice: _Choice, monitor: _Monitor, position: ReadPosition):
-        self.staging, self.choice, self.monitor, self.position = staging, choice, monitor, position
+    def __init__(self, staging: Path, info: FileInfo, choice: Choice, monitor: _Monitor) -> None:
+        self.staging, self.info, self.choice, self.monitor = staging, info, choice, monitor
+        self.position = ReadPosition()
         self.stats = StatsCollector()
         self.normaliser: Normaliser = make_normaliser(choice.format, choice.mapping)
         self.rows = 0
         self.failures = _Failures(choice.format)
         self.columns: dict[str, None] = dict.fromkeys(choice.columns)
+        self.sources = _SourceWriter(staging / SOURCE_FILE, info)
 
     def run(self, items: Iterable[Item]) -> None:
-        records_path, source_path = self.staging / RECORDS_FILE, self.staging / SOURCE_FILE
-        with _writer(records_path) as records_out, _writer(source_path) as source_out:
-            for chunk in _chunks(items):
-                self._convert(chunk, records_out, source_out)
+        iterator = iter(items)
+        with _writer(self.staging / RECORDS_FILE) as records_out, self.sources:
+            while self._convert(islice(iterator, _CHUNK_RECORDS), records_out):
                 self.monitor.tick(self.position.bytes_read, self.rows + self.failures.count)
         self.monitor.finish(self.rows + self.failures.count)
 
-    def _convert(self, chunk: list[Item], records_out: IO[bytes], source_out: IO[bytes]) -> None:
-        # The hot loop: locals instead of attribute look-ups, one write per chunk per file.
+    def _convert(self, chunk: Iterable[Item], records_out: IO[bytes]) -> int:
+        """Convert one chunk of records; returns how many items it held (0 at the end).
+
+        The hot loop: locals instead of attribute look-ups, one write per chunk per file, and
+        nothing kept from one record to the next but bytes (which the GC does not walk).
+        """
         normaliser, add_stats, columns = self.normaliser, self.stats.add, self.columns
         dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
         canonical_lines: list[bytes] = []
         source_lines: list[bytes] = []
+        seen = 0
         for item in chunk:
+            seen += 1
             if type(item) is UnreadableRecord:
                 self.failures.add(item.index, item.line, item.reason, readable=False)
                 continue
@@ -255,16 +271,18 @@ class _Conversion:
             except RecordError as error:
                 self.failures.add(item.index, item.line, error.reason, readable=True)
                 continue
-            encoded = dumps(record, default=str, option=newline)
-            add_stats(record, encoded)
-            canonical_lines.append(encoded)
-            source_lines.append(_source_line(item.raw, data))  # type: ignore[union-attr]
+            add_stats(record)
+            canonical_lines.append(dumps(record, default=str, option=newline))
+            raw = item.raw  # type: ignore[union-attr]
+            source_lines.append(dumps(data, default=str, option=newline) if raw is None else raw)
             for key in data:
                 if key not in columns:
                     columns[key] = None
         self.rows += len(canonical_lines)
+        self.stats.add_encoded(canonical_lines)
         records_out.write(b"".join(canonical_lines))
-        source_out.write(b"".join(source_lines))
+        self.sources.write(source_lines, self.position.bytes_read)
+        return seen
 
     def check_outcome(self, info: FileInfo, options: ImportOptions) -> tuple[int, int]:
         """(rows kept, rows skipped); BadInputError when the file does not import as it is."""
@@ -276,16 +294,67 @@ class _Conversion:
         return self.rows, failures.count
 
 
-def _source_line(raw: bytes | None, data: dict[str, Any]) -> bytes:
-    if raw is None:
-        return orjson.dumps(data, default=str, option=orjson.OPT_APPEND_NEWLINE)
-    return raw if raw.endswith(b"\n") else raw + b"\n"
+class _SourceWriter:
+    """Writes source.jsonl: each kept record as the file had it, in records.jsonl's order.
+
+    When every line of a UTF-8 JSON Lines file is kept as it is, source.jsonl would repeat the
+    original byte for byte, so nothing is written and `link` makes it a hard link to the stored
+    original. The first chunk that breaks the match (a skipped record, a blank line, a BOM) has
+    the matching prefix copied from the file, and writing goes on normally from there.
+    """
+
+    def __init__(self, path: Path, info: FileInfo) -> None:
+        self.path, self.info = path, info
+        self.verbatim = info.container == "jsonl" and info.encoding in ("utf-8", "utf-8-sig")
+        self.matched = 0  # bytes of the original that source.jsonl repeats so far
+        self._file: IO[bytes] | None = None
+
+    def __enter__(self) -> _SourceWriter:
+        if not self.verbatim:
+            self._file = _writer(self.path)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    def write(self, lines: list[bytes], bytes_read: int) -> None:
+        """Write one chunk's lines; `bytes_read` is where the reader stands after the chunk."""
+        if self.verbatim:
+            chunk_bytes = sum(map(len, lines))
+            if self.matched + chunk_bytes == bytes_read:
+                self.matched = bytes_read
+                return
+            self._stop_matching()
+        assert self._file is not None
+        data = b"".join(lines)
+        # Only the file's last line can lack its newline; source.jsonl's lines all end in one.
+        self._file.write(data if data.endswith(b"\n") or not data else data + b"\n")
+
+    def _stop_matching(self) -> None:
+        self.verbatim = False
+        self._file = _writer(self.path)
+        with self.info.path.open("rb") as original:
+            _copy_bytes(original, self._file, self.matched)
+
+    def link(self, original: Path) -> None:
+        """Finish: make source.jsonl the original itself when every byte of it matched."""
+        if not self.verbatim:
+            return
+        if self.matched != self.info.size_bytes:
+            with original.open("rb") as source, _writer(self.path) as target:
+                _copy_bytes(source, target, self.matched)
+            return
+        try:
+            os.link(original, self.path)
+        except OSError:  # a file system without hard links
+            shutil.copyfile(original, self.path)
 
 
-def _chunks(items: Iterable[Item]) -> Iterator[list[Item]]:
-    iterator = iter(items)
-    while chunk := list(islice(iterator, _CHUNK_RECORDS)):
-        yield chunk
+def _copy_bytes(source: IO[bytes], target: IO[bytes], count: int) -> None:
+    while count > 0 and (chunk := source.read(min(count, _COPY_CHUNK_BYTES))):
+        target.write(chunk)
+        count -= len(chunk)
 
 
 def _writer(path: Path) -> IO[bytes]:
@@ -310,17 +379,22 @@ class _Failures:
     def error(self, info: FileInfo, total: int, skipping: bool) -> BadInputError:
         assert self.first is not None
         index, line, reason = self.first
-        where = _where(info, index, line)
+        where = record_place(info, index, line)
         if skipping:
             return BadInputError(
                 f"{info.name}: none of its {total} records could be imported (the first, {where}, "
                 f"failed with: {reason}); check the format and the column mapping."
             )
-        of = f"{self.count} of {total} records" if total > 1 else "its only record"
+        if total == 1:
+            return BadInputError(
+                f"{info.name}: its only record {self._verb(plural=False)} ({where}: {reason}); "
+                "fix it and import the file again."
+            )
         verb = self._verb(plural=self.count > 1)
+        them = "them" if self.count > 1 else "it"
         return BadInputError(
-            f"{info.name}: {of} {verb} (the first is {where}: {reason}); "
-            "fix them or import with --skip-invalid to skip them."
+            f"{info.name}: {self.count} of {total} records {verb} (the first is {where}: "
+            f"{reason}); fix {them} or import with --skip-invalid to skip {them}."
         )
 
     def _verb(self, plural: bool) -> str:
@@ -331,125 +405,24 @@ class _Failures:
         return "are invalid" if plural else "is invalid"
 
 
-def _where(info: FileInfo, index: int, line: int | None) -> str:
-    if line is None and info.container == "json":
-        line = array_record_line(info, index)
-    return f"record {index + 1}" + (f" on line {line}" if line is not None else "")
-
-
-def _problem_sentence(info: FileInfo, index: int, line: int | None, reason: str) -> str:
-    return f"{info.name}: {_where(info, index, line)} cannot be used ({reason})."
-
-
 # --- choosing the format ----------------------------------------------------------------------
 
 
-def _head(info: FileInfo) -> list[Item]:
+def _head(info: FileInfo) -> tuple[FileInfo, list[Item]]:
     try:
-        with closing(read_records(info)) as items:
-            return list(islice(items, DETECTION_SAMPLE))
-    except UnicodeDecodeError as error:
-        raise BadInputError(
-            f"{info.name} is not {info.encoding.upper()} text (byte offset {error.start} of a "
-            "block cannot be decoded); save the file as UTF-8 and import it again."
-        ) from None
+        return info, _first_items(info)
+    except UnicodeDecodeError:
+        info = resolve_encoding(info)
+        return info, _first_items(info)
 
 
-def _columns_of(records: list[RawRecord]) -> list[str]:
-    columns: dict[str, None] = {}
-    for record in records:
-        columns.update(dict.fromkeys(record.data))
-    return list(columns)
-
-
-def _choose_format(
-    records: list[RawRecord],
-    sample: list[Item],
-    columns: list[str],
-    info: FileInfo,
-    options: ImportOptions,
-) -> _Choice:
-    """The format and mapping to read the file with: the options', else detected."""
-    if not records:
-        raise _no_records_error(info, sample)
-    fmt, mapping = options.format, dict(options.mapping)
-    if fmt is None:
-        fmt, mapping = _detect(records, columns, mapping, info)
-    elif not mapping:
-        suggested, suggestion = suggest_mapping(columns)
-        if suggested == fmt and detect_format([r.data for r in records]) != fmt:
-            mapping = suggestion
-    _check_mapping(fmt, mapping, columns, info)
-    return _Choice(fmt, _full_mapping(fmt, mapping, columns), columns)
-
-
-def _detect(
-    records: list[RawRecord], columns: list[str], mapping: dict[str, str], info: FileInfo
-) -> tuple[str, dict[str, str]]:
-    renamed = [_renamed(record.data, mapping) for record in records]
-    fmt = detect_format(renamed)
-    if fmt is None and not mapping:
-        fmt, mapping = suggest_mapping(columns)
-    if fmt is None:
-        what = "columns" if info.container in TABULAR else "keys"
-        raise BadInputError(
-            f"{info.name} has no recognisable format (its {what} are {_listed(columns)}); "
-            "choose one with --format and map its fields with --map FIELD=COLUMN."
-        )
-    return fmt, mapping
-
-
-def _renamed(data: dict[str, Any], mapping: dict[str, str]) -> dict[str, Any]:
-    return {**data, **{field: data[column] for field, column in mapping.items() if column in data}}
-
-
-def _check_mapping(fmt: str, mapping: dict[str, str], columns: list[str], info: FileInfo) -> None:
-    for field_name, column in mapping.items():
-        if field_name not in FIELDS[fmt]:
-            raise BadInputError(
-                f"'{field_name}' is not a field of the {fmt} format; "
-                f"map one of {_listed(list(FIELDS[fmt]))}."
-            )
-        if column not in columns:
-            what = "column" if info.container in TABULAR else "key"
-            raise BadInputError(
-                f"{info.name} has no {what} '{column}' (mapped to {field_name}); "
-                f"its {what}s are {_listed(columns)}."
-            )
-
-
-def _full_mapping(fmt: str, mapping: dict[str, str], columns: list[str]) -> dict[str, str]:
-    """Every field of `fmt` that a column provides, named explicitly (shown and stored)."""
-    full = {}
-    for field_name in FIELDS[fmt]:
-        column = mapping.get(field_name, field_name)
-        if column in columns:
-            full[field_name] = column
-    if fmt == "prompt_completion" and "completion" not in full and "response" in columns:
-        full["completion"] = "response"
-    return full
-
-
-def _no_records_error(info: FileInfo, sample: list[Item]) -> BadInputError:
-    first = next((item for item in sample if type(item) is UnreadableRecord), None)
-    if first is None:
-        return BadInputError(f"{info.name} holds no records; choose a file that holds data.")
-    return BadInputError(
-        f"{info.name}: none of its first {len(sample)} records can be read (the first is "
-        f"{_where(info, first.index, first.line)}: {first.reason}); check that the file is "
-        "what its name says and export it again."
-    )
-
-
-def _listed(names: list[str], limit: int = 12) -> str:
-    if not names:
-        return "none"
-    shown = ", ".join(f"'{name}'" for name in names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+def _first_items(info: FileInfo) -> list[Item]:
+    with closing(read_records(info)) as items:
+        return list(islice(items, DETECTION_SAMPLE))
 
 
 def _normalise_sample(
-    records: list[RawRecord], choice: _Choice, info: FileInfo
+    records: list[RawRecord], choice: Choice, info: FileInfo
 ) -> tuple[list[Record], str | None]:
     normaliser = make_normaliser(choice.format, choice.mapping)
     normalised: list[Record] = []
@@ -458,7 +431,7 @@ def _normalise_sample(
         try:
             normalised.append(normaliser(record.data))
         except RecordError as error:
-            problem = problem or _problem_sentence(info, record.index, record.line, error.reason)
+            problem = problem or problem_sentence(info, record.index, record.line, error.reason)
     return normalised, problem
 
 
@@ -467,7 +440,7 @@ def _inspection(
     columns: list[str],
     records: list[RawRecord],
     problem: str | None,
-    choice: _Choice | None = None,
+    choice: Choice | None = None,
 ) -> Inspection:
     return Inspection(
         container=info.container,
@@ -486,7 +459,7 @@ def _inspection(
 def _check_options(options: ImportOptions) -> None:
     if options.format is not None and options.format not in FORMATS:
         raise BadInputError(
-            f"'{options.format}' is not a known format; use one of {', '.join(FORMATS)}."
+            f"{quoted(options.format)} is not a known format; use one of {', '.join(FORMATS)}."
         )
     check_fraction(options.validation_fraction)
     if options.name is not None:
@@ -592,7 +565,7 @@ def _row(built: _Built, dataset_id: str, name: str) -> Dataset:
         format=built.choice.format,
         container=info.container,
         source_name=source_name,
-        original_file=info.path.name,
+        original_file=f"original.{info.extension}",
         size_bytes=info.size_bytes,
         sha256=built.sha256,
         rows=built.rows,

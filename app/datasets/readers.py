@@ -21,6 +21,7 @@ from typing import IO, Any
 
 import orjson
 
+from app.datasets.formats import display
 from app.errors import BadInputError
 
 # Extension -> container. The original is stored as `original.<ext>` with ext from this table's
@@ -114,7 +115,7 @@ def sniff_file(path: Path, size_limit_bytes: int | None = None) -> FileInfo:
     size = _checked_size(path)
     if size_limit_bytes is not None and size > size_limit_bytes:
         raise BadInputError(
-            f"{path.name} is {_human_size(size)}, over the import limit of "
+            f"{display(path.name)} is {_human_size(size)}, over the import limit of "
             f"{_human_size(size_limit_bytes)}; raise the limit in Settings or import a smaller "
             "file."
         )
@@ -124,7 +125,9 @@ def sniff_file(path: Path, size_limit_bytes: int | None = None) -> FileInfo:
     encoding = "utf-8" if container == "parquet" else sniff_encoding(head, path, container)
     if container == "json" and _looks_like_json_lines(path, encoding):
         container = "jsonl"
-    return FileInfo(path, path.name, container, CONTAINER_EXTENSIONS[suffix], encoding, size)
+    return FileInfo(
+        path, display(path.name), container, CONTAINER_EXTENSIONS[suffix], encoding, size
+    )
 
 
 def container_for(path: Path) -> str:
@@ -132,7 +135,7 @@ def container_for(path: Path) -> str:
     container = CONTAINERS.get(path.suffix.lower())
     if container is None:
         raise BadInputError(
-            f"{path.name} is not a kind of file that can be imported; "
+            f"{display(path.name)} is not a kind of file that can be imported; "
             "use JSON, JSON Lines, CSV, TSV, Parquet or plain text (.txt)."
         )
     return container
@@ -141,19 +144,24 @@ def container_for(path: Path) -> str:
 def _checked_size(path: Path) -> int:
     try:
         if path.is_dir():
-            raise BadInputError(f"{path} is a folder, not a file; choose a dataset file instead.")
+            raise BadInputError(
+                f"{display(str(path))} is a folder, not a file; choose a dataset file instead."
+            )
         size = path.stat().st_size
         with path.open("rb"):
             pass
     except FileNotFoundError:
-        raise BadInputError(f"{path} does not exist; check the path and try again.") from None
+        raise BadInputError(
+            f"{display(str(path))} does not exist; check the path and try again."
+        ) from None
     except OSError as error:
         reason = error.strerror or type(error).__name__
         raise BadInputError(
-            f"{path.name} cannot be read ({reason.lower()}); check that the file is readable."
+            f"{display(path.name)} cannot be read ({reason.lower()}); "
+            "check that the file is readable."
         ) from None
     if size == 0:
-        raise BadInputError(f"{path.name} is empty; choose a file that holds records.")
+        raise BadInputError(f"{display(path.name)} is empty; choose a file that holds records.")
     return size
 
 
@@ -173,13 +181,14 @@ def sniff_encoding(head: bytes, path: Path, container: str) -> str:
     if b"\x00" in head:
         kind = CONTAINER_NAMES[container]
         raise BadInputError(
-            f"{path.name} looks like a binary file, not {kind}; "
+            f"{display(path.name)} looks like a binary file, not {kind}; "
             f"choose a {kind} file or export the data as {kind} again."
         )
     try:
         codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
-    except UnicodeDecodeError:
-        return "cp1252" if _decodes(head, "cp1252") else "utf-8"
+    except UnicodeDecodeError as error:
+        ascii_before = head[: error.start].isascii()
+        return "cp1252" if ascii_before and _decodes(head, "cp1252") else "utf-8"
     return "utf-8"
 
 
@@ -212,7 +221,9 @@ class EncodingCheck:
         self._decoder = codecs.getincrementaldecoder(encoding)()
         self._offset = 0
         self._newlines = 0
+        self._ascii = True
         self.failure: tuple[int, int, int] | None = None  # offset, line, byte
+        self.ascii_before_failure = True
 
     def feed(self, chunk: bytes, final: bool = False) -> None:
         if self.failure is not None:
@@ -221,24 +232,45 @@ class EncodingCheck:
         try:
             self._decoder.decode(chunk, final=final)
         except UnicodeDecodeError as error:
-            data = pending + chunk
-            at = self._offset - len(pending) + error.start
-            line = self._newlines + data.count(b"\n", 0, error.start) + 1
-            self.failure = (at, line, data[error.start] if error.start < len(data) else 0)
+            self._fail(pending + chunk, error.start, len(pending))
+        self._ascii = self._ascii and chunk.isascii()
         self._offset += len(chunk)
         self._newlines += chunk.count(b"\n")
 
+    def _fail(self, data: bytes, start: int, pending: int) -> None:
+        # `data` starts with the bytes the decoder held back from the previous chunk.
+        line = self._newlines - data.count(b"\n", 0, pending) + data.count(b"\n", 0, start) + 1
+        self.failure = (
+            self._offset - pending + start,
+            line,
+            data[start] if start < len(data) else 0,
+        )
+        self.ascii_before_failure = self._ascii and data[:start].isascii()
 
-def resolve_encoding(info: FileInfo, check: EncodingCheck) -> FileInfo:
-    """The file's final codec once the whole of it went through `check`.
 
-    A file that is not UTF-8 but decodes strictly as cp1252 (Windows' Western European codec,
-    what Excel saves as "CSV") is read as cp1252; anything else cannot be read as text.
+def check_file(info: FileInfo) -> EncodingCheck:
+    """Run the whole file through an EncodingCheck for its codec."""
+    check = EncodingCheck("utf-8-sig" if info.encoding == "utf-8" else info.encoding)
+    with info.path.open("rb") as file:
+        while chunk := file.read(1 << 20):
+            check.feed(chunk)
+    check.feed(b"", final=True)
+    return check
+
+
+def resolve_encoding(info: FileInfo) -> FileInfo:
+    """The codec to read the file with, after reading it as `info.encoding` failed somewhere.
+
+    A file that is not UTF-8 but decodes strictly as cp1252 (what Windows programs such as Excel
+    save) is read as cp1252, but only when everything before the first bad byte is ASCII: a
+    UTF-8 file with one damaged byte must not be silently read as cp1252.
     """
+    check = check_file(info)
     if check.failure is None:
         return info
-    if info.encoding == "utf-8" and _file_decodes(info.path, "cp1252"):
-        return replace(info, encoding="cp1252")
+    fallback = replace(info, encoding="cp1252")
+    if info.encoding == "utf-8" and check.ascii_before_failure and not check_file(fallback).failure:
+        return fallback
     offset, line, byte = check.failure
     if info.encoding in ("utf-16", "utf-32"):
         where, kind = f"at offset {offset}", info.encoding.upper()
@@ -250,13 +282,9 @@ def resolve_encoding(info: FileInfo, check: EncodingCheck) -> FileInfo:
     )
 
 
-def _file_decodes(path: Path, encoding: str) -> bool:
-    check = EncodingCheck(encoding)
-    with path.open("rb") as file:
-        while chunk := file.read(1 << 20):
-            check.feed(chunk)
-    check.feed(b"", final=True)
-    return check.failure is None
+def _raise_if_not_utf8(data: bytes) -> None:
+    """Raise UnicodeDecodeError when `data` is not UTF-8 (orjson only says "invalid JSON")."""
+    data.decode("utf-8")
 
 
 def _human_size(size: int) -> str:
@@ -302,9 +330,13 @@ def _read_json_lines(info: FileInfo, position: ReadPosition) -> Generator[Item, 
             try:
                 data = loads(raw)
             except decode_error as error:
+                _raise_if_not_utf8(raw)
                 yield UnreadableRecord(index, number, _json_reason(error))
             else:
-                yield _object_or_unreadable(index, number, data, raw)
+                if type(data) is dict:
+                    yield RawRecord(index, number, data, raw)
+                else:
+                    yield _object_or_unreadable(index, number, data, raw)
             index += 1
 
 
@@ -335,7 +367,11 @@ def _json_reason(error: orjson.JSONDecodeError) -> str:
 
 
 def _first_clause(message: str) -> str:
-    return message.splitlines()[0].rstrip(".").split(": line ")[0] if message else "parse error"
+    """The first clause of a library's message, to quote inside one of ours."""
+    if not message.strip():
+        return "parse error"
+    first = message.strip().splitlines()[0].split(": line ")[0]
+    return display(first.split(". ")[0].rstrip("."))
 
 
 def _json_kind(value: Any) -> str:
@@ -368,6 +404,8 @@ def load_json_array(info: FileInfo) -> list[Any]:
     try:
         parsed = orjson.loads(document)
     except orjson.JSONDecodeError as error:
+        if isinstance(document, bytes):
+            _raise_if_not_utf8(document)
         raise BadInputError(
             f"{info.name} is not valid JSON ({_first_clause(error.msg)} at line "
             f"{error.lineno}, column {error.colno}); it may be cut short, so export it again."

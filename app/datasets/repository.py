@@ -10,6 +10,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.datasets.formats import quoted
 from app.datasets.importer import (
     OWNER_FILE,
     RECORDS_FILE,
@@ -75,12 +76,12 @@ def _find(session: Session, id_or_name: str) -> Dataset:
             found = matches[0]
         elif matches:
             raise NotFoundError(
-                f"more than one dataset id starts with '{key}'; give more of the id "
+                f"more than one dataset id starts with {quoted(key)}; give more of the id "
                 "(`mtm datasets list` shows them)."
             )
     if found is None:
         raise NotFoundError(
-            f"there is no dataset '{key}'; `mtm datasets list` shows the datasets there are."
+            f"there is no dataset {quoted(key)}; `mtm datasets list` shows the datasets there are."
         )
     return found
 
@@ -93,7 +94,7 @@ def rename_dataset(database: Database, dataset_id: str, new_name: str) -> Datase
         other = session.scalars(select(Dataset).where(Dataset.name == name)).first()
         if other is not None and other.id != dataset.id:
             raise ConflictError(
-                f"another dataset is already called '{name}'; choose a different name."
+                f"another dataset is already called {quoted(name)}; choose a different name."
             )
         dataset.name = name
         return dataset

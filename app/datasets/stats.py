@@ -25,34 +25,42 @@ class StatsCollector:
         self.duplicate_rows = 0
         self.records_with_tools = 0
         self._seen: set[int] = set()
+        self._roles: list[str] = []  # roles of the current chunk, counted by add_encoded
 
-    def add(self, record: Record, encoded: bytes) -> None:
-        """Count one record; `encoded` is its canonical JSON, the key for spotting duplicates."""
-        fingerprint = hash(encoded)
-        if fingerprint in self._seen:
-            self.duplicate_rows += 1
-        else:
-            self._seen.add(fingerprint)
+    def add(self, record: Record) -> None:
+        """Count one canonical record (its duplicates are counted by `add_encoded`).
+
+        This sees every record of files with millions of them: locals, no per-record objects
+        that outlive the call (they would make the garbage collector walk them).
+        """
         messages = record.get("messages")
         if messages is None:
             text = record["text"]
             self.lengths.append(len(text))
-            self.empty_rows += not text.strip()
+            if not text or text.isspace():
+                self.empty_rows += 1
             return
-        self.lengths.append(self._add_messages(messages))
-        self.records_with_tools += "tools" in record
-
-    def _add_messages(self, messages: list[Record]) -> int:
-        characters, trainable = 0, False
-        roles = self.role_counts
+        characters, trainable, roles = 0, False, self._roles
         for message in messages:
             content, role = message["content"], message["role"]
             characters += len(content)
-            roles[role] += 1
-            if role == "assistant" and not trainable and content and not content.isspace():
+            roles.append(role)
+            if not trainable and role == "assistant" and content and not content.isspace():
                 trainable = message.get("loss_weight", 1.0) != 0
-        self.empty_rows += not trainable
-        return characters
+        self.lengths.append(characters)
+        if not trainable:
+            self.empty_rows += 1
+        if "tools" in record:
+            self.records_with_tools += 1
+
+    def add_encoded(self, encoded: list[bytes]) -> None:
+        """Count duplicates among a chunk of canonical JSON lines (and fold in its roles)."""
+        seen = self._seen
+        unique_before = len(seen)
+        seen.update(map(hash, encoded))
+        self.duplicate_rows += len(encoded) - (len(seen) - unique_before)
+        self.role_counts.update(Counter(self._roles))
+        self._roles.clear()
 
     def summary(self) -> dict[str, Any]:
         """The statistics as JSON-ready values."""
