@@ -71,13 +71,29 @@ def test_backup_is_taken_when_schema_changes(home, monkeypatch):
     monkeypatch.setattr(migrate, "HEAD_REVISION", "9999_future")
     monkeypatch.setattr(migrate, "_upgrade", lambda path: None)
     migrate.migrate_to_head(home.database, home.backups)
-    backups = list(home.backups.glob("mtm-0001_datasets_settings-*.sqlite3"))
+    backups = list(home.backups.glob(f"mtm-{HEAD_REVISION}-*.sqlite3"))
     assert len(backups) == 1
     with sqlite3.connect(backups[0]) as connection:
-        assert connection.execute("SELECT version_num FROM alembic_version").fetchone()[0] == (
-            "0001_datasets_settings"
-        )
+        stamped = connection.execute("SELECT version_num FROM alembic_version").fetchone()[0]
+        assert stamped == HEAD_REVISION
     connection.close()
+
+
+def test_migrating_from_the_first_schema_keeps_the_data_and_backs_it_up(home):
+    from alembic import command
+
+    from app.db.migrate import _alembic_config
+
+    config = _alembic_config(home.database)
+    command.upgrade(config, "0001_datasets_settings")
+    with sqlite3.connect(home.database) as connection:
+        connection.execute("INSERT INTO settings VALUES ('max_concurrent_jobs', '2', '2026-01-01')")
+    connection.close()
+    database = open_database(home.database, home.backups)
+    assert SettingsStore(database).load().max_concurrent_jobs == 2
+    database.close()
+    assert current_revision(home.database) == HEAD_REVISION
+    assert len(list(home.backups.glob("mtm-0001_datasets_settings-*.sqlite3"))) == 1
 
 
 def test_database_from_newer_version_is_refused_with_a_sentence(home):
