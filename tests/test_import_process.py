@@ -80,3 +80,15 @@ def _children() -> list[int]:
         with open(f"{task_dir}/{task}/children", encoding="ascii") as children:
             pids.extend(int(pid) for pid in children.read().split())
     return pids
+
+
+def test_inspection_in_the_child_matches_in_process(home, real_data, tmp_path):
+    from app.datasets.import_process import inspect_in_child
+    from app.datasets.importer import inspect_file
+
+    path = real_data / "glaive_toolcall_en_demo.json"
+    assert inspect_in_child(home, path, ImportOptions()) == inspect_file(path, ImportOptions())
+    missing = tmp_path / "nowhere.jsonl"
+    with pytest.raises(KnownError) as raised:
+        inspect_in_child(home, missing, ImportOptions())
+    assert "nowhere.jsonl" in raised.value.message

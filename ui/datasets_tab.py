@@ -234,7 +234,7 @@ class DatasetsTab(QWidget):
         if not self._pending:
             return
         path = self._pending.pop(0)
-        dialog = ImportDialog(path, self._runner, self._base_options(), self)
+        dialog = ImportDialog(path, self._context.home, self._runner, self._base_options(), self)
         dialog.import_requested.connect(self.start_import)
         dialog.rejected.connect(self.on_import_dialog_rejected)
         self._dialog = dialog

@@ -23,7 +23,9 @@ from PySide6.QtWidgets import (
 )
 
 from app.datasets.formats import FIELDS, FORMATS
-from app.datasets.importer import ImportOptions, Inspection, inspect_file
+from app.datasets.import_process import inspect_in_child
+from app.datasets.importer import ImportOptions, Inspection
+from app.paths import DataHome
 from app.workers.background import TaskContext, TaskFailure, TaskRunner
 from ui.dataset_models import render_json, render_messages
 
@@ -38,9 +40,15 @@ class ImportDialog(QDialog):
     import_requested = Signal(object, object)
 
     def __init__(
-        self, path: Path, runner: TaskRunner, base: ImportOptions, parent: QWidget | None = None
+        self,
+        path: Path,
+        home: DataHome,
+        runner: TaskRunner,
+        base: ImportOptions,
+        parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
+        self._home = home
         self.setWindowTitle(f"Import {path.name}")
         self.resize(820, 560)
         self.path = path
@@ -120,10 +128,10 @@ class ImportDialog(QDialog):
         generation = self._generation
         options = options or self.options()
         self.import_button.setEnabled(False)
-        path = self.path
+        path, home = self.path, self._home
 
         def work(_context: TaskContext) -> Inspection:
-            return inspect_file(path, options)
+            return inspect_in_child(home, path, options)
 
         self._runner.submit(
             work,

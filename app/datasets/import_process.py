@@ -1,13 +1,16 @@
-"""Imports run in a child process, so the window's event loop never waits for the GIL.
+"""Imports (and the import dialog's first look) run in a child process, so the window's event
+loop never waits for the GIL.
 
 Parsing a big file is CPU work in Python: in a thread of the window's process it would take the
 GIL for long stretches (one `orjson.loads` of a large JSON array, a sort of a million lengths)
 and the window would stutter. The child is this app again (`self_command("--run-import")`).
 
 The protocol, one JSON object per line:
-- parent -> child stdin: the request `{"home", "path", "options"}`, then `cancel` to stop. When
+- parent -> child stdin: the request `{"action", "home", "path", "options"}` (action `import`
+  or `inspect`), then `cancel` to stop. When
   the parent goes away its end of the pipe closes, which cancels too: no orphan imports.
-- child -> parent stdout: `{"event": "progress", ...}` lines, then one `imported` or `failed`.
+- child -> parent stdout: `{"event": "progress", ...}` lines, then one `imported`, `inspected`
+  or `failed`.
 """
 
 from __future__ import annotations
@@ -24,7 +27,14 @@ from typing import IO, Any
 
 import orjson
 
-from app.datasets.importer import ImportCancelled, ImportOptions, ImportProgress, import_dataset
+from app.datasets.importer import (
+    ImportCancelled,
+    ImportOptions,
+    ImportProgress,
+    Inspection,
+    import_dataset,
+    inspect_file,
+)
 from app.datasets.repository import cleanup_staging, get_dataset
 from app.db.models import Dataset
 from app.db.session import Database
@@ -48,7 +58,37 @@ def import_in_child(
     cancelled: Callable[[], bool] | None = None,
 ) -> Dataset:
     """`import_dataset` in a child process; the same results, errors and cancellation."""
-    request = {"home": str(home.root), "path": str(path), "options": dataclasses.asdict(options)}
+    request = _request("import", home, path, options)
+    code, outcome, details = _run_child(request, progress, cancelled)
+    if outcome is not None and outcome["event"] == "imported":
+        return get_dataset(database, outcome["dataset_id"])
+    cleanup_staging(home)  # a child that was killed could not tidy up after itself
+    raise _failure(code, outcome, details)
+
+
+def inspect_in_child(home: DataHome, path: Path, options: ImportOptions) -> Inspection:
+    """`inspect_file` in a child process (a big JSON array is parsed whole to look at it)."""
+    code, outcome, details = _run_child(_request("inspect", home, path, options), None, None)
+    if outcome is not None and outcome["event"] == "inspected":
+        return Inspection(**outcome["inspection"])
+    raise _failure(code, outcome, details)
+
+
+def _request(action: str, home: DataHome, path: Path, options: ImportOptions) -> dict[str, Any]:
+    return {
+        "action": action,
+        "home": str(home.root),
+        "path": str(path),
+        "options": dataclasses.asdict(options),
+    }
+
+
+def _run_child(
+    request: dict[str, Any],
+    progress: Callable[[ImportProgress], None] | None,
+    cancelled: Callable[[], bool] | None,
+) -> tuple[int, dict[str, Any] | None, str]:
+    """Run one request; returns the exit code, the last event (None if it died) and stderr."""
     with (
         tempfile.TemporaryFile() as stderr,
         subprocess.Popen(
@@ -65,7 +105,8 @@ def import_in_child(
             watcher.stop()
             child.stdin.close()
             child.wait()
-        return _result(database, home, child.returncode, outcome, stderr)
+        stderr.seek(0)
+        return child.returncode, outcome, stderr.read().decode(errors="replace")[-4000:]
 
 
 def _follow(
@@ -84,23 +125,15 @@ def _follow(
     return None
 
 
-def _result(
-    database: Database, home: DataHome, code: int, outcome: dict[str, Any] | None, stderr: IO[bytes]
-) -> Dataset:
-    if outcome is not None and outcome["event"] == "imported":
-        return get_dataset(database, outcome["dataset_id"])
+def _failure(code: int, outcome: dict[str, Any] | None, details: str) -> Exception:
+    """The exception the child's last word stands for."""
     if outcome is not None and outcome.get("cancelled"):
-        raise ImportCancelled
+        return ImportCancelled()
     if outcome is not None and outcome.get("known"):
-        raise KnownError(outcome["message"])
-    stderr.seek(0)
-    log.error(
-        "import process failed",
-        extra={"exit_code": code, "stderr": stderr.read().decode(errors="replace")[-4000:]},
-    )
-    cleanup_staging(home)  # a child that was killed could not tidy up after itself
+        return KnownError(outcome["message"])
+    log.error("import process failed", extra={"exit_code": code, "stderr": details})
     message = outcome["message"] if outcome else f"it stopped with exit code {code}"
-    raise KnownError(f"The import failed ({message}); nothing was kept, and the log has details.")
+    return KnownError(f"The import failed ({message}); nothing was kept, and the log has details.")
 
 
 class _CancelWatcher:
@@ -142,13 +175,16 @@ def child_main() -> int:
     request = orjson.loads(sys.stdin.buffer.readline())
     stop = threading.Event()
     threading.Thread(target=_read_cancel, args=(stop,), name="cancel", daemon=True).start()
+    options = ImportOptions(**request["options"])
+    if request["action"] == "inspect":
+        return _inspect(Path(request["path"]), options)
     context = AppContext.open(request["home"])
     try:
         dataset = import_dataset(
             context.database,
             context.home,
             Path(request["path"]),
-            ImportOptions(**request["options"]),
+            options,
             progress=_emit_progress,
             cancelled=stop.is_set,
         )
@@ -164,6 +200,17 @@ def child_main() -> int:
     return _emit({"event": "imported", "dataset_id": dataset.id}, 0)
 
 
+def _inspect(path: Path, options: ImportOptions) -> int:
+    try:
+        inspection = inspect_file(path, options)
+    except KnownError as error:
+        return _emit({"event": "failed", "known": True, "message": error.message}, 3)
+    except Exception as error:
+        log.exception("inspection failed")
+        return _emit({"event": "failed", "known": False, "message": repr(error)}, 1)
+    return _emit({"event": "inspected", "inspection": dataclasses.asdict(inspection)}, 0)
+
+
 def _read_cancel(stop: threading.Event) -> None:
     """`cancel`, or the parent closing the pipe (it quit or died), stops the import."""
     for line in sys.stdin.buffer:
@@ -177,6 +224,6 @@ def _emit_progress(progress: ImportProgress) -> None:
 
 
 def _emit(event: dict[str, Any], code: int) -> int:
-    sys.stdout.buffer.write(orjson.dumps(event) + b"\n")
+    sys.stdout.buffer.write(orjson.dumps(event, default=str) + b"\n")
     sys.stdout.buffer.flush()
     return code

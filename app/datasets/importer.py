@@ -470,10 +470,10 @@ def check_name(name: str) -> str:
     """The name, stripped; BadInputError when it is empty or too long."""
     stripped = name.strip()
     if not stripped:
-        raise BadInputError("the dataset name is empty; enter a name.")
+        raise BadInputError("The dataset name is empty; enter a name.")
     if len(stripped) > MAX_NAME_LENGTH:
         raise BadInputError(
-            f"the dataset name is {len(stripped)} characters long; use at most {MAX_NAME_LENGTH}."
+            f"The dataset name is {len(stripped)} characters long; use at most {MAX_NAME_LENGTH}."
         )
     return stripped
 
@@ -519,7 +519,7 @@ def _commit(database: Database, home: DataHome, staging: Path, built: _Built, ba
             return _insert(database, staging, target, dataset)
         except IntegrityError:
             continue  # another import took the name (or id) a moment ago: choose again
-    raise BadInputError("the dataset could not be given a free name; try another name.")
+    raise BadInputError("The dataset could not be given a free name; try another name.")
 
 
 def _insert(database: Database, staging: Path, target: Path, dataset: Dataset) -> Dataset:

@@ -76,12 +76,12 @@ def _find(session: Session, id_or_name: str) -> Dataset:
             found = matches[0]
         elif matches:
             raise NotFoundError(
-                f"more than one dataset id starts with {quoted(key)}; give more of the id "
+                f"More than one dataset id starts with {quoted(key)}; give more of the id "
                 "(`mtm datasets list` shows them)."
             )
     if found is None:
         raise NotFoundError(
-            f"there is no dataset {quoted(key)}; `mtm datasets list` shows the datasets there are."
+            f"There is no dataset {quoted(key)}; `mtm datasets list` shows the datasets there are."
         )
     return found
 
@@ -94,7 +94,7 @@ def rename_dataset(database: Database, dataset_id: str, new_name: str) -> Datase
         other = session.scalars(select(Dataset).where(Dataset.name == name)).first()
         if other is not None and other.id != dataset.id:
             raise ConflictError(
-                f"another dataset is already called {quoted(name)}; choose a different name."
+                f"Another dataset is already called {quoted(name)}; choose a different name."
             )
         dataset.name = name
         return dataset
@@ -119,7 +119,7 @@ def set_split(
         folder = home.dataset_dir(dataset.id)
         if not folder.is_dir():
             raise BadInputError(
-                f"the files of dataset '{dataset.name}' are missing; delete it and import it again."
+                f"The files of dataset '{dataset.name}' are missing; delete it and import it again."
             )
         write_split(folder / SPLIT_FILE, document)
         dataset.split_seed = seed

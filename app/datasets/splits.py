@@ -29,7 +29,7 @@ def validation_indices(rows: int, fraction: float, seed: int) -> list[int]:
 def check_fraction(fraction: float) -> None:
     if not 0 <= fraction < 1:
         raise BadInputError(
-            f"the validation fraction {fraction} is out of range; choose a value from 0 to 0.99."
+            f"The validation fraction {fraction} is out of range; choose a value from 0 to 0.99."
         )
 
 
