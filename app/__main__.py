@@ -22,6 +22,10 @@ def main(argv: list[str] | None = None) -> int:
         from app.datasets.import_process import child_main
 
         return child_main()
+    if args[:1] == ["--run-training"]:  # the trainer subprocess (app.workers.runner starts it)
+        from app.training.__main__ import main as training_main
+
+        return training_main(args[1:])
     from app.cli import is_cli_invocation
 
     if is_cli_invocation(args):

@@ -12,10 +12,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from app.cli_jobs import add_job_commands
 from app.errors import BadInputError, KnownError
 from app.settings import flatten, validate_settings
 
-SUBCOMMANDS = ("datasets", "settings")
+SUBCOMMANDS = ("datasets", "jobs", "worker", "settings")
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_BAD_INPUT = 0, 1, 2, 3
 
 Handler = Callable[[argparse.Namespace], int]
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
     _add_dataset_commands(groups, common)
+    add_job_commands(groups, common)
     _add_settings_commands(groups, common)
     return parser
 

@@ -20,9 +20,10 @@ from app.datasets.importer import (
     check_name,
 )
 from app.datasets.splits import split_document, write_split
-from app.db.models import Dataset
+from app.db.models import Dataset, Job
 from app.db.session import Database
 from app.errors import BadInputError, ConflictError, NotFoundError
+from app.jobs.lifecycle import ACTIVE
 from app.paths import DataHome
 
 MIN_PREFIX_LENGTH = 4
@@ -104,9 +105,20 @@ def delete_dataset(database: Database, home: DataHome, dataset_id: str) -> None:
     """Delete the row, then the folder (a folder without a row is harmless; the reverse is not)."""
     with database.session() as session:
         dataset = _find(session, dataset_id)
+        _refuse_if_training(session, dataset)
         folder = home.dataset_dir(dataset.id)
         session.delete(dataset)
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def _refuse_if_training(session: Session, dataset: Dataset) -> None:
+    query = select(Job).where(Job.dataset_id == dataset.id, Job.status.in_(list(ACTIVE)))
+    job = session.scalars(query.limit(1)).first()
+    if job is not None:
+        raise ConflictError(
+            f"The dataset '{dataset.name}' is used by the {job.status} job '{job.name}'; cancel "
+            "the job or wait for it to finish, then delete the dataset."
+        )
 
 
 def set_split(

@@ -103,6 +103,7 @@ class Job(Base):
     worker: Mapped[str | None] = mapped_column(String(200))
     pid: Mapped[int | None] = mapped_column(Integer)
     pid_started: Mapped[float | None] = mapped_column(Float)
+    trainer_pid: Mapped[int | None] = mapped_column(Integer)
     step: Mapped[int] = mapped_column(Integer, default=0)
     total_steps: Mapped[int] = mapped_column(Integer, default=0)
     loss: Mapped[float | None] = mapped_column(Float)

@@ -36,6 +36,7 @@ def upgrade() -> None:
         sa.Column("worker", sa.String(200), nullable=True),
         sa.Column("pid", sa.Integer, nullable=True),
         sa.Column("pid_started", sa.Float, nullable=True),
+        sa.Column("trainer_pid", sa.Integer, nullable=True),
         sa.Column("step", sa.Integer, nullable=False),
         sa.Column("total_steps", sa.Integer, nullable=False),
         sa.Column("loss", sa.Float, nullable=True),

@@ -1,0 +1,184 @@
+"""The `mtm jobs ...` and `mtm worker run` commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from app.errors import BadInputError
+
+# Flag -> hyperparameter, for `mtm jobs create`.
+_HYPERPARAMETER_FLAGS = {
+    "epochs": int,
+    "batch_size": int,
+    "learning_rate": float,
+    "max_seq_length": int,
+    "lora_r": int,
+    "lora_alpha": int,
+    "lora_dropout": float,
+    "eval_fraction": float,
+    "save_steps": int,
+    "seed": int,
+    "max_steps": int,
+}
+
+
+def add_job_commands(groups: Any, common: argparse.ArgumentParser) -> None:
+    jobs = groups.add_parser("jobs", help="create, list and control training jobs")
+    commands = jobs.add_subparsers(dest="command", required=True, metavar="ACTION")
+    create = commands.add_parser("create", parents=[common], help="queue a training job")
+    create.add_argument("--dataset", required=True, help="dataset id or name")
+    create.add_argument("--base-model", required=True, help="Hugging Face id, folder or .gguf")
+    create.add_argument("--method", choices=["lora", "qlora", "full"], default=None)
+    for flag, kind in _HYPERPARAMETER_FLAGS.items():
+        create.add_argument(f"--{flag.replace('_', '-')}", type=kind, default=None)
+    create.add_argument("--merge", action="store_true", help="also write merged weights")
+    create.add_argument("--name")
+    create.add_argument("--json", action="store_true")
+    create.set_defaults(handler=_jobs_create)
+    listing = commands.add_parser("list", parents=[common], help="list jobs")
+    listing.add_argument("--status", action="append", help="only jobs in this status")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=_jobs_list)
+    for action, text, handler in (
+        ("show", "show one job", _jobs_show),
+        ("cancel", "cancel a queued or running job", _jobs_cancel),
+        ("resume", "resume a cancelled or interrupted job from its checkpoint", _jobs_resume),
+        ("retry", "start a failed job over", _jobs_retry),
+        ("delete", "delete a job and its files", _jobs_delete),
+    ):
+        command = commands.add_parser(action, parents=[common], help=text)
+        command.add_argument("id")
+        command.add_argument("--json", action="store_true")
+        command.set_defaults(handler=handler)
+    worker = groups.add_parser("worker", help="run the job queue headless")
+    worker_commands = worker.add_subparsers(dest="command", required=True, metavar="ACTION")
+    run = worker_commands.add_parser("run", parents=[common], help="run queued jobs")
+    run.add_argument("--max-workers", type=int, default=None)
+    run.add_argument("--until-idle", action="store_true", help="exit when the queue is empty")
+    run.set_defaults(handler=_worker_run)
+
+
+def _jobs_create(args: argparse.Namespace) -> int:
+    from app.jobs.service import NewJob, create_job
+
+    overrides = {
+        name: getattr(args, name)
+        for name in _HYPERPARAMETER_FLAGS
+        if getattr(args, name) is not None
+    }
+    if args.method:
+        overrides["method"] = args.method
+    context = args.context
+    new = NewJob(args.dataset, args.base_model, args.name, overrides, merge=args.merge)
+    job = create_job(context.database, context.home, context.settings.load(), new)
+    return _print_job(args, job, f"Queued job {job.id} ({job.name}).")
+
+
+def _jobs_list(args: argparse.Namespace) -> int:
+    from app.jobs.service import list_jobs
+
+    jobs = list_jobs(args.context.database, args.status)
+    if args.json:
+        print(json.dumps([job_summary(j, args.context) for j in jobs], indent=2))
+        return 0
+    if not jobs:
+        print("No jobs yet; queue one with: mtm jobs create --dataset ID --base-model MODEL")
+    for job in jobs:
+        print(f"{job.id:<13} {job.status:<12} {job.step:>6}/{job.total_steps:<6} {job.name}")
+    return 0
+
+
+def _jobs_show(args: argparse.Namespace) -> int:
+    from app.jobs.service import get_job
+
+    job = get_job(args.context.database, args.id)
+    return _print_job(args, job, None)
+
+
+def _jobs_cancel(args: argparse.Namespace) -> int:
+    from app.jobs.service import cancel_job
+
+    job = cancel_job(args.context.database, args.id)
+    text = "Cancelled." if job.status == "cancelled" else "Asked the trainer to stop."
+    return _print_job(args, job, f"{text} ({job.id})")
+
+
+def _jobs_resume(args: argparse.Namespace) -> int:
+    from app.jobs.service import resume_job
+
+    job = resume_job(args.context.database, args.context.home, args.id)
+    return _print_job(args, job, f"Queued {job.id} again; it resumes from its last checkpoint.")
+
+
+def _jobs_retry(args: argparse.Namespace) -> int:
+    from app.jobs.service import retry_job
+
+    job = retry_job(args.context.database, args.context.home, args.id)
+    return _print_job(args, job, f"Queued {job.id} again from the start (attempt {job.attempt}).")
+
+
+def _jobs_delete(args: argparse.Namespace) -> int:
+    from app.jobs.service import delete_job, get_job
+
+    job = get_job(args.context.database, args.id)
+    summary = job_summary(job, args.context)
+    delete_job(args.context.database, args.context.home, job.id)
+    if args.json:
+        print(json.dumps({**summary, "deleted": True}, indent=2))
+    else:
+        print(f"Deleted job {job.id} and its files.")
+    return 0
+
+
+def _print_job(args: argparse.Namespace, job: Any, text: str | None) -> int:
+    summary = job_summary(job, args.context)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    elif text:
+        print(text)
+    else:
+        for key, value in summary.items():
+            print(f"{key:>18}: {value}")
+    return 0
+
+
+def job_summary(job: Any, context: Any) -> dict[str, Any]:
+    """The JSON shape of a job in `mtm jobs ... --json`."""
+    from app.jobs.service import job_dir
+
+    def iso(value: Any) -> str | None:
+        return None if value is None else value.isoformat()
+
+    return {
+        "id": job.id,
+        "name": job.name,
+        "status": job.status,
+        "dataset_id": job.dataset_id,
+        "dataset_name": job.dataset_name,
+        "base_model": job.base_model,
+        "method": job.method,
+        "attempt": job.attempt,
+        "step": job.step,
+        "total_steps": job.total_steps,
+        "loss": job.loss,
+        "eval_loss": job.eval_loss,
+        "tokens_per_second": job.tokens_per_second,
+        "created_at": iso(job.created_at),
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
+        "error": job.error,
+        "artifacts": job.artifacts,
+        "job_dir": str(job_dir(context.home, job.id)),
+    }
+
+
+def _worker_run(args: argparse.Namespace) -> int:
+    from app.workers.headless import run_pool
+
+    context = args.context
+    workers = args.max_workers or context.settings.load().max_concurrent_jobs
+    if workers < 1:
+        raise BadInputError("--max-workers must be 1 or more.")
+    return run_pool(context.database, context.home, workers, until_idle=args.until_idle)

@@ -1,0 +1,368 @@
+"""Jobs as the app keeps them: create, list, cancel, resume, retry, delete, and the bookkeeping
+the worker pool does (claim the next job, record its events, notice dead processes).
+
+Every status change goes through `app.jobs.lifecycle.transition`; every write is a short session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from app.datasets.repository import dataset_files, get_dataset
+from app.db.models import Dataset, Job, JobMetric, utc_now
+from app.db.session import Database
+from app.errors import BadInputError, NotFoundError
+from app.events import (
+    CheckpointEvent,
+    ErrorEvent,
+    EvalEvent,
+    Event,
+    FinishedEvent,
+    ProgressEvent,
+    StartedEvent,
+)
+from app.jobs.lifecycle import RESUMABLE, RETRYABLE, JobStatus, transition
+from app.jobs.spec import (
+    SPEC_FILE,
+    DatasetSource,
+    TrainingHyperparameters,
+    TrainingSpec,
+    write_spec,
+)
+from app.paths import DataHome
+from app.settings import AppSettings, field_errors
+
+log = logging.getLogger(__name__)
+
+QUEUE_SIGNAL_FILE = ".queue"  # touched when a job is queued: running pools watch it
+RESULT_FOLDERS = ("checkpoints", "adapter", "merged")
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """What `create_job` needs; hyperparameters not given come from the settings."""
+
+    dataset: str
+    base_model: str
+    name: str | None = None
+    hyperparameters: dict[str, Any] | None = None
+    merge: bool = False
+
+
+def job_dir(home: DataHome, job_id: str) -> Path:
+    return home.jobs / job_id
+
+
+# --- the user's actions ---------------------------------------------------------------------
+
+
+def create_job(database: Database, home: DataHome, settings: AppSettings, new: NewJob) -> Job:
+    """Validate the job, write its folder and spec, and queue it."""
+    dataset = get_dataset(database, new.dataset)
+    spec = build_spec(home, settings, dataset, new)
+    job_id = secrets.token_hex(6)
+    folder = job_dir(home, job_id)
+    folder.mkdir(parents=True, mode=0o700)
+    write_spec(spec, folder / SPEC_FILE)
+    job = Job(
+        id=job_id,
+        name=(new.name or f"{dataset.name} · {spec.method}").strip()[:200],
+        dataset_id=dataset.id,
+        dataset_name=dataset.name,
+        base_model=spec.base_model,
+        method=spec.method,
+        spec=spec.model_dump(mode="json"),
+        status=JobStatus.QUEUED,
+        artifacts={},
+        summary={},
+    )
+    with database.session() as session:
+        session.add(job)
+    signal_queue(home)
+    return job
+
+
+def build_spec(
+    home: DataHome, settings: AppSettings, dataset: Dataset, new: NewJob
+) -> TrainingSpec:
+    """The spec of a new job, or BadInputError naming the field that is wrong."""
+    base = settings.hyperparameters.model_dump()
+    base["eval_fraction"] = dataset.validation_fraction
+    values = {**base, **(new.hyperparameters or {})}
+    files = dataset_files(home, dataset)
+    try:
+        hyperparameters = TrainingHyperparameters.model_validate(values)
+        return TrainingSpec(
+            base_model=_base_model(new.base_model),
+            dataset=DatasetSource(records=files.records, split=files.split),
+            hyperparameters=hyperparameters,
+            model_cache=home.root / "models",
+        ).model_copy(update={"output": {"merge": new.merge}} if new.merge else {})
+    except ValidationError as error:
+        field, message = next(iter(field_errors(error).items()))
+        raise BadInputError(f"The job's {field or 'settings'} is not valid: {message}") from None
+
+
+def _base_model(text: str) -> str:
+    """A local path is kept absolute (the trainer runs in the job folder); an id stays as is."""
+    candidate = Path(text).expanduser()
+    if candidate.exists():
+        return str(candidate.resolve())
+    if text.startswith((".", "/", "~")) or text.endswith(".gguf"):
+        raise BadInputError(
+            f"The base model {text} does not exist; give a model folder, a .gguf "
+            "file or a Hugging Face id."
+        )
+    return text.strip()
+
+
+def list_jobs(database: Database, statuses: Iterable[str] | None = None) -> list[Job]:
+    """Jobs, newest first, optionally only those in `statuses`."""
+    query = select(Job).order_by(Job.created_at.desc(), Job.id)
+    if statuses is not None:
+        query = query.where(Job.status.in_(list(statuses)))
+    with database.session() as session:
+        return list(session.scalars(query))
+
+
+def get_job(database: Database, job_id: str) -> Job:
+    with database.session() as session:
+        return _find(session, job_id)
+
+
+def cancel_job(database: Database, job_id: str) -> Job:
+    """A queued job is cancelled at once; a running one is asked to stop (SIGTERM to its
+    trainer), and its worker records `cancelled` when the trainer has saved a checkpoint."""
+    with database.session() as session:
+        job = _find(session, job_id)
+        if job.status == JobStatus.QUEUED:
+            job.status = transition(job.status, JobStatus.CANCELLED)
+            job.finished_at = utc_now()
+            return job
+        transition(job.status, JobStatus.CANCELLED)  # raises for a job that is not running
+        trainer = job.trainer_pid
+    if trainer is not None:
+        _terminate(trainer)
+    return job
+
+
+def resume_job(database: Database, home: DataHome, job_id: str) -> Job:
+    """Queue a cancelled or interrupted job again; it continues from its last checkpoint."""
+    with database.session() as session:
+        job = _find(session, job_id)
+        if job.status not in RESUMABLE:
+            raise BadInputError(
+                f"Job {job.id} is {job.status}; only cancelled or interrupted jobs resume "
+                "(retry starts a failed one over)."
+            )
+        _requeue(job)
+    signal_queue(home)
+    return job
+
+
+def retry_job(database: Database, home: DataHome, job_id: str) -> Job:
+    """Queue a failed (or stopped) job again from the start: its results so far are removed."""
+    with database.session() as session:
+        job = _find(session, job_id)
+        if job.status not in RETRYABLE:
+            raise BadInputError(f"Job {job.id} is {job.status}; only failed or stopped jobs retry.")
+        _requeue(job)
+        job.attempt += 1
+        session.execute(delete(JobMetric).where(JobMetric.job_id == job.id))
+    folder = job_dir(home, job_id)
+    for name in RESULT_FOLDERS:
+        shutil.rmtree(folder / name, ignore_errors=True)
+    signal_queue(home)
+    return job
+
+
+def delete_job(database: Database, home: DataHome, job_id: str) -> None:
+    """Remove a job that is not running, with its files."""
+    with database.session() as session:
+        job = _find(session, job_id)
+        if job.status == JobStatus.RUNNING:
+            raise BadInputError(f"Job {job.id} is running; cancel it before deleting it.")
+        session.delete(job)
+    shutil.rmtree(job_dir(home, job_id), ignore_errors=True)
+
+
+def _requeue(job: Job) -> None:
+    job.status = transition(job.status, JobStatus.QUEUED)
+    job.error = None
+    job.finished_at = None
+    job.worker = job.pid = job.pid_started = job.trainer_pid = None
+
+
+def _find(session: Session, job_id: str) -> Job:
+    key = job_id.strip()
+    job = session.get(Job, key)
+    if job is None and len(key) >= 4:
+        matches = list(session.scalars(select(Job).where(Job.id.startswith(key)).limit(2)))
+        job = matches[0] if len(matches) == 1 else None
+    if job is None:
+        raise NotFoundError(f"There is no job '{key}'; `mtm jobs list` shows the jobs there are.")
+    return job
+
+
+def _terminate(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # it has just finished
+        os.kill(pid, signal.SIGTERM)
+
+
+# --- what the worker pool does ---------------------------------------------------------------
+
+
+def signal_queue(home: DataHome) -> None:
+    """Tell running pools (in this or another process) that the queue changed."""
+    marker = home.jobs / QUEUE_SIGNAL_FILE
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(str(utc_now().timestamp()), encoding="ascii")
+
+
+def claim_next(database: Database, worker: str) -> Job | None:
+    """Mark the oldest queued job as running for this process; None when the queue is empty.
+
+    The conditional UPDATE makes the claim safe when several pools share one database.
+    """
+    me = process_identity()
+    with database.session() as session:
+        query = select(Job.id).where(Job.status == JobStatus.QUEUED).order_by(Job.created_at)
+        for job_id in session.scalars(query.limit(20)):
+            claimed = session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+                .values(
+                    status=transition(JobStatus.QUEUED, JobStatus.RUNNING),
+                    worker=worker,
+                    pid=me[0],
+                    pid_started=me[1],
+                    started_at=utc_now(),
+                )
+            )
+            if claimed.rowcount:  # type: ignore[attr-defined]
+                return session.get(Job, job_id)
+    return None
+
+
+def record_trainer(database: Database, job_id: str, trainer_pid: int) -> None:
+    """Remember the trainer's pid, so `mtm jobs cancel` from anywhere can stop it."""
+    with database.session() as session:
+        _find(session, job_id).trainer_pid = trainer_pid
+
+
+def apply_events(database: Database, job_id: str, events: Sequence[Event]) -> None:
+    """Write a batch of the trainer's events: the job's latest figures and its metric points."""
+    if not events:
+        return
+    with database.session() as session:
+        job = _find(session, job_id)
+        for event in events:
+            _apply(session, job, event)
+
+
+def _apply(session: Session, job: Job, event: Event) -> None:
+    if isinstance(event, StartedEvent):
+        job.total_steps, job.step = event.total_steps, event.resume_step
+    elif isinstance(event, ProgressEvent):
+        job.step, job.total_steps = event.step, event.total_steps
+        job.loss, job.tokens_per_second, job.eta_seconds = (
+            event.loss,
+            event.tokens_per_second,
+            event.eta_seconds,
+        )
+        session.add(_metric(job.id, event))
+    elif isinstance(event, EvalEvent):
+        job.eval_loss = event.eval_loss
+        session.add(JobMetric(job_id=job.id, step=event.step, eval_loss=event.eval_loss))
+    elif isinstance(event, CheckpointEvent):
+        job.artifacts = {**job.artifacts, "checkpoint": event.path}
+    elif isinstance(event, ErrorEvent):
+        job.error = event.message
+
+
+def _metric(job_id: str, event: ProgressEvent) -> JobMetric:
+    return JobMetric(
+        job_id=job_id,
+        step=event.step,
+        epoch=event.epoch,
+        loss=event.loss,
+        learning_rate=event.learning_rate,
+        tokens_per_second=event.tokens_per_second,
+    )
+
+
+def finish_job(
+    database: Database, job_id: str, finished: FinishedEvent | None, failure: str | None
+) -> Job:
+    """Record how the trainer ended: its `finished` event, or why it ended without one."""
+    with database.session() as session:
+        job = _find(session, job_id)
+        if finished is not None and failure is None:
+            job.status = transition(job.status, finished.status)
+            job.artifacts = {**job.artifacts, **finished.artifacts}
+            if finished.summary is not None:
+                job.summary = {**(job.summary or {}), **finished.summary.model_dump(mode="json")}
+        else:
+            job.status = transition(job.status, JobStatus.FAILED)
+            job.error = failure or job.error or "The trainer stopped without saying why."
+        if job.status == JobStatus.COMPLETED:
+            job.error = None
+        job.finished_at = utc_now()
+        job.pid = job.pid_started = job.trainer_pid = None
+        return job
+
+
+def interrupt_orphans(database: Database) -> list[str]:
+    """Jobs marked running whose supervising process is gone become interrupted.
+
+    A job whose process is alive is never touched, whichever process looks.
+    """
+    interrupted: list[str] = []
+    with database.session() as session:
+        for job in session.scalars(select(Job).where(Job.status == JobStatus.RUNNING)):
+            if not process_alive(job.pid, job.pid_started):
+                job.status = transition(job.status, JobStatus.INTERRUPTED)
+                job.finished_at = utc_now()
+                job.error = "Its process stopped (a crash, a kill or a power cut); resume it."
+                interrupted.append(job.id)
+    if interrupted:
+        log.info("jobs interrupted", extra={"jobs": interrupted})
+    return interrupted
+
+
+def process_identity() -> tuple[int, float]:
+    """This process's pid and start time (the pair survives pid reuse)."""
+    import psutil
+
+    me = psutil.Process()
+    return me.pid, me.create_time()
+
+
+def process_alive(pid: int | None, started: float | None) -> bool:
+    import psutil
+
+    if pid is None:
+        return False
+    try:
+        process = psutil.Process(pid)
+        return started is None or abs(process.create_time() - started) < 1.0
+    except psutil.Error:
+        return False
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"

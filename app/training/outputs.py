@@ -1,0 +1,91 @@
+"""What a finished run leaves in its job folder.
+
+`adapter/`: adapter_model.safetensors and adapter_config.json at its top level (the names Ollama
+and peft expect), with the tokenizer and its chat template. `merged/`: full weights in
+safetensors with the tokenizer, for full fine-tunes and where the spec asks for it.
+`summary.json`: the run's figures. Each folder is written beside its final place and renamed
+into it, so a reader never sees half an output.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import torch
+from peft import PeftModel
+from transformers import PreTrainedModel
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+from app.events import Summary
+from app.jobs.spec import TrainingSpec
+from app.training.base_model import load_model
+from app.training.methods import peft_quietly
+
+ADAPTER_DIR = "adapter"
+MERGED_DIR = "merged"
+SUMMARY_FILE = "summary.json"
+
+
+def save_outputs(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    spec: TrainingSpec,
+    job_dir: Path,
+    source: str,
+) -> dict[str, str]:
+    """Write the run's outputs; return the artifacts map of the `finished` event."""
+    if not isinstance(model, PeftModel):
+        _replace(job_dir / MERGED_DIR, lambda folder: _save_model(model, tokenizer, folder))
+        return {"merged": f"{MERGED_DIR}/"}
+    _replace(job_dir / ADAPTER_DIR, lambda folder: _save_adapter(model, tokenizer, folder, spec))
+    artifacts = {"adapter": f"{ADAPTER_DIR}/"}
+    if spec.output.merge:
+        merged = _merged(model, spec, job_dir, source)
+        _replace(job_dir / MERGED_DIR, lambda folder: _save_model(merged, tokenizer, folder))
+        artifacts["merged"] = f"{MERGED_DIR}/"
+    return artifacts
+
+
+def _save_adapter(
+    model: PeftModel, tokenizer: PreTrainedTokenizerBase, folder: Path, spec: TrainingSpec
+) -> None:
+    # The user's name for the base (a GGUF path or a hub id), not the converted cache folder.
+    model.peft_config["default"].base_model_name_or_path = spec.base_model
+    model.save_pretrained(str(folder), safe_serialization=True)
+    tokenizer.save_pretrained(str(folder))
+
+
+def _save_model(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, folder: Path) -> None:
+    assert isinstance(model, PreTrainedModel)
+    model.save_pretrained(str(folder), safe_serialization=True)
+    tokenizer.save_pretrained(str(folder))
+
+
+def _merged(model: PeftModel, spec: TrainingSpec, job_dir: Path, source: str) -> torch.nn.Module:
+    if spec.method != "qlora":
+        merged: torch.nn.Module = model.merge_and_unload()
+        return merged
+    # 4-bit weights cannot absorb the adapter exactly: merge into the base at 16 bits instead.
+    base = load_model(source, torch.bfloat16)
+    with peft_quietly():
+        adapted = PeftModel.from_pretrained(base, str(job_dir / ADAPTER_DIR))
+    merged = adapted.merge_and_unload()
+    return merged
+
+
+def write_summary(job_dir: Path, summary: Summary) -> None:
+    data = orjson.dumps(summary.model_dump(mode="json"), option=orjson.OPT_INDENT_2)
+    partial = job_dir / f".{SUMMARY_FILE}.partial"
+    partial.write_bytes(data)
+    partial.replace(job_dir / SUMMARY_FILE)
+
+
+def _replace(target: Path, write: Callable[[Path], None]) -> None:
+    staging = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    write(staging)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)

@@ -1,0 +1,165 @@
+"""The worker pool: a QThreadPool of JobRunners, fed by an event-driven dispatcher.
+
+The dispatcher starts the oldest queued job the moment a slot frees, a job is queued, or the
+queue marker file changes (another process, `mtm jobs create`, queued a job): no polling loop.
+The same pool runs in the window and in `mtm worker run` (a QCoreApplication).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from PySide6.QtCore import QFileSystemWatcher, QObject, QThreadPool, Signal, Slot
+
+from app.db.session import Database
+from app.jobs.lifecycle import JobStatus
+from app.jobs.service import (
+    QUEUE_SIGNAL_FILE,
+    cancel_job,
+    claim_next,
+    interrupt_orphans,
+    job_dir,
+    signal_queue,
+    worker_name,
+)
+from app.paths import DataHome
+from app.workers.runner import JobRunner, RunnerSignals
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerState:
+    """What one slot is doing: a job id, or None when idle."""
+
+    slot: int
+    job_id: str | None
+
+
+class WorkerPool(QObject):
+    """Signals: job_started(job_id), job_event(job_id, Event), job_finished(job_id, status),
+    idle() when nothing runs and nothing is queued, state_changed()."""
+
+    job_started = Signal(str)
+    job_event = Signal(str, object)
+    job_finished = Signal(str, str)
+    idle = Signal()
+    state_changed = Signal()
+
+    def __init__(
+        self, database: Database, home: DataHome, max_workers: int, parent: QObject | None = None
+    ) -> None:
+        super().__init__(parent)
+        self._database = database
+        self._home = home
+        self._max_workers = max(1, max_workers)
+        self._threads = QThreadPool(self)
+        self._threads.setMaxThreadCount(self._max_workers)
+        self._running: dict[str, JobRunner] = {}
+        self._paused = False
+        self._stopping = False
+        self._name = worker_name()
+        self._watcher = QFileSystemWatcher(self)
+        self._watcher.fileChanged.connect(self.on_queue_file_changed)
+
+    # --- control -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Mark orphaned jobs interrupted, watch the queue, and start what can start."""
+        interrupt_orphans(self._database)
+        signal_queue(self._home)  # make sure the marker exists before watching it
+        self._watcher.addPath(str(self._home.jobs / QUEUE_SIGNAL_FILE))
+        self.dispatch()
+
+    @property
+    def max_workers(self) -> int:
+        return self._max_workers
+
+    def set_max_workers(self, count: int) -> None:
+        """Change the number of slots while running; running jobs are never stopped for it."""
+        self._max_workers = max(1, count)
+        self._threads.setMaxThreadCount(max(self._max_workers, len(self._running)))
+        self.dispatch()
+        self.state_changed.emit()
+
+    def pause(self) -> None:
+        """No new job starts; running ones go on."""
+        self._paused = True
+        self.state_changed.emit()
+
+    def resume(self) -> None:
+        self._paused = False
+        self.dispatch()
+        self.state_changed.emit()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def cancel(self, job_id: str) -> None:
+        """Cancel a job: queued ones at once, running ones after their checkpoint."""
+        runner = self._running.get(job_id)
+        if runner is not None:
+            runner.stop(JobStatus.CANCELLED)
+        else:
+            cancel_job(self._database, job_id)
+
+    def workers(self) -> list[WorkerState]:
+        jobs: list[str | None] = list(self._running)
+        slots = max(self._max_workers, len(jobs))
+        jobs += [None] * (slots - len(jobs))
+        return [WorkerState(slot, job) for slot, job in enumerate(jobs)]
+
+    @property
+    def running_jobs(self) -> list[str]:
+        return list(self._running)
+
+    def shutdown(self, timeout_ms: int = 120_000) -> bool:
+        """Stop every running job so that it resumes next time (interrupted), and wait."""
+        self._stopping = True
+        for runner in list(self._running.values()):
+            runner.stop(JobStatus.INTERRUPTED)
+        return self._threads.waitForDone(timeout_ms)
+
+    # --- dispatching -------------------------------------------------------------------------
+
+    @Slot()
+    def dispatch(self) -> None:
+        """Start queued jobs while slots are free."""
+        while not (self._paused or self._stopping) and len(self._running) < self._max_workers:
+            job = claim_next(self._database, self._name)
+            if job is None:
+                break
+            self._start(job.id)
+        if not self._running and not self._paused:
+            self.idle.emit()
+
+    def _start(self, job_id: str) -> None:
+        signals = RunnerSignals(self)
+        signals.job_event.connect(self.job_event)
+        signals.finished.connect(self.on_runner_finished)
+        threads = max(1, (os.cpu_count() or 1) // (len(self._running) + 1))
+        runner = JobRunner(self._database, job_id, job_dir(self._home, job_id), threads, signals)
+        self._running[job_id] = runner
+        self._threads.start(runner)
+        log.info("job started", extra={"job": job_id, "threads": threads})
+        self.job_started.emit(job_id)
+        self.state_changed.emit()
+
+    @Slot(str, str)
+    def on_runner_finished(self, job_id: str, status: str) -> None:
+        runner = self._running.pop(job_id, None)
+        if runner is not None:
+            runner.signals.deleteLater()
+        log.info("job finished", extra={"job": job_id, "status": status})
+        self.job_finished.emit(job_id, status)
+        self.state_changed.emit()
+        self.dispatch()
+
+    @Slot(str)
+    def on_queue_file_changed(self, path: str) -> None:
+        if path not in self._watcher.files():  # replaced rather than rewritten: watch it again
+            self._watcher.addPath(path)
+        self.dispatch()

@@ -1,0 +1,265 @@
+"""Jobs: the state machine, the service, and real tiny-model jobs through the real worker pool."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from app.context import AppContext
+from app.datasets.importer import ImportOptions, import_dataset
+from app.datasets.repository import delete_dataset
+from app.errors import BadInputError, ConflictError
+from app.jobs.lifecycle import IllegalTransition, JobStatus, can_transition, transition
+from app.jobs.service import (
+    NewJob,
+    cancel_job,
+    claim_next,
+    create_job,
+    get_job,
+    interrupt_orphans,
+    list_jobs,
+    resume_job,
+    retry_job,
+)
+from tests import training_fixtures
+from tests.conftest import REPO_ROOT
+from tests.training_fixtures import FACTS
+
+tiny_model = training_fixtures.tiny_model
+FAST = {
+    "max_seq_length": 64,
+    "batch_size": 4,
+    "learning_rate": 5e-3,
+    "lora_r": 8,
+    "lora_alpha": 16,
+    "lora_dropout": 0.0,
+    "epochs": 1,
+}
+
+
+@pytest.fixture
+def context(home):
+    ctx = AppContext.open(home.root)
+    yield ctx
+    ctx.close()
+
+
+@pytest.fixture
+def facts_dataset(context, tmp_path):
+    path = tmp_path / "facts.jsonl"
+    rows = [{"instruction": q, "output": a} for q, a in FACTS] * 4
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return import_dataset(context.database, context.home, path, ImportOptions(name="facts"))
+
+
+def _queue(context, dataset, tiny_model, **changes):
+    new = NewJob(dataset.id, str(tiny_model), hyperparameters={**FAST, **changes})
+    return create_job(context.database, context.home, context.settings.load(), new)
+
+
+def mtm(*args, home, timeout=300):
+    env = {
+        **os.environ,
+        "QT_QPA_PLATFORM": "offscreen",
+        "MTM_HOME": str(home.root),
+        "HF_HUB_OFFLINE": "1",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+# --- the state machine -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("current", "target"),
+    [
+        ("queued", "running"),
+        ("queued", "cancelled"),
+        ("running", "completed"),
+        ("running", "failed"),
+        ("running", "cancelled"),
+        ("running", "interrupted"),
+        ("failed", "queued"),
+        ("cancelled", "queued"),
+        ("interrupted", "queued"),
+    ],
+)
+def test_legal_transitions(current, target):
+    assert transition(current, target) == JobStatus(target)
+
+
+@pytest.mark.parametrize(
+    ("current", "target"),
+    [
+        ("queued", "completed"),
+        ("completed", "queued"),
+        ("completed", "running"),
+        ("failed", "running"),
+        ("running", "queued"),
+        ("interrupted", "completed"),
+    ],
+)
+def test_illegal_transitions_raise_with_a_sentence(current, target):
+    assert not can_transition(current, target)
+    with pytest.raises(IllegalTransition) as raised:
+        transition(current, target)
+    assert raised.value.message.endswith(".")
+
+
+# --- the service -------------------------------------------------------------------------------
+
+
+def test_create_writes_the_spec_and_queues(context, facts_dataset, tiny_model):
+    job = _queue(context, facts_dataset, tiny_model)
+    assert job.status == "queued"
+    spec = json.loads((context.home.jobs / job.id / "spec.json").read_text())
+    assert spec["base_model"] == str(tiny_model)
+    assert spec["hyperparameters"]["lora_r"] == 8
+    assert spec["dataset"]["records"].endswith("records.jsonl")
+    assert [j.id for j in list_jobs(context.database)] == [job.id]
+
+
+def test_create_refuses_a_bad_value_naming_the_field(context, facts_dataset, tiny_model):
+    with pytest.raises(BadInputError) as raised:
+        _queue(context, facts_dataset, tiny_model, epochs=0)
+    assert "epochs" in raised.value.message
+    with pytest.raises(BadInputError) as raised:
+        create_job(
+            context.database,
+            context.home,
+            context.settings.load(),
+            NewJob(facts_dataset.id, "/nowhere/model.gguf"),
+        )
+    assert "/nowhere/model.gguf" in raised.value.message
+    assert list_jobs(context.database) == []
+
+
+def test_a_dataset_with_a_queued_job_cannot_be_deleted(context, facts_dataset, tiny_model):
+    job = _queue(context, facts_dataset, tiny_model)
+    with pytest.raises(ConflictError) as raised:
+        delete_dataset(context.database, context.home, facts_dataset.id)
+    assert "facts" in raised.value.message
+    cancel_job(context.database, job.id)
+    delete_dataset(context.database, context.home, facts_dataset.id)
+    assert get_job(context.database, job.id).dataset_id is None
+
+
+def test_cancelling_a_queued_job_and_resuming_it(context, facts_dataset, tiny_model):
+    job = _queue(context, facts_dataset, tiny_model)
+    assert cancel_job(context.database, job.id).status == "cancelled"
+    assert resume_job(context.database, context.home, job.id).status == "queued"
+    with pytest.raises(BadInputError):
+        retry_job(context.database, context.home, job.id)  # queued: nothing to retry
+
+
+def test_a_running_job_whose_process_is_gone_becomes_interrupted(
+    context, facts_dataset, tiny_model
+):
+    job = _queue(context, facts_dataset, tiny_model)
+    claimed = claim_next(context.database, "test")
+    assert claimed is not None and claimed.id == job.id
+    assert interrupt_orphans(context.database) == []  # this process is alive: untouched
+    from app.db.models import Job
+
+    with context.database.session() as session:
+        session.get(Job, job.id).pid = 2**22 + 12345  # a pid nobody has
+    assert interrupt_orphans(context.database) == [job.id]
+    assert get_job(context.database, job.id).status == "interrupted"
+
+
+def test_claims_are_exclusive(context, facts_dataset, tiny_model):
+    first = _queue(context, facts_dataset, tiny_model)
+    assert claim_next(context.database, "a").id == first.id
+    assert claim_next(context.database, "b") is None
+
+
+# --- real jobs through the real pool -----------------------------------------------------------
+
+
+def test_worker_runs_a_real_job_to_completion(home, context, facts_dataset, tiny_model):
+    job = _queue(context, facts_dataset, tiny_model, epochs=2)
+    result = mtm("worker", "run", "--until-idle", home=home)
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(mtm("jobs", "show", job.id, "--json", home=home).stdout)
+    assert shown["status"] == "completed", shown["error"]
+    assert shown["step"] == shown["total_steps"] > 0
+    assert shown["started_at"] and shown["finished_at"]
+    adapter = context.home.jobs / job.id / "adapter"
+    assert (adapter / "adapter_model.safetensors").is_file()
+    from sqlalchemy import select
+
+    from app.db.models import JobMetric
+
+    with context.database.session() as session:
+        losses = [
+            m.loss
+            for m in session.scalars(
+                select(JobMetric).where(JobMetric.job_id == job.id).order_by(JobMetric.step)
+            )
+            if m.loss is not None
+        ]
+    assert losses and losses[-1] < losses[0]
+
+
+def test_cli_create_list_and_failure_is_one_sentence(home, context, facts_dataset, tmp_path):
+    created = mtm(
+        "jobs",
+        "create",
+        "--dataset",
+        facts_dataset.id,
+        "--base-model",
+        str(tmp_path / "not-a-model"),
+        "--json",
+        home=home,
+    )
+    assert created.returncode == 3
+    assert "not-a-model" in created.stderr and len(created.stderr.strip().splitlines()) == 1
+
+
+def test_killing_the_worker_interrupts_and_resume_completes(
+    home, context, facts_dataset, tiny_model
+):
+    job = _queue(context, facts_dataset, tiny_model, epochs=40, save_steps=2)
+    env = {
+        **os.environ,
+        "QT_QPA_PLATFORM": "offscreen",
+        "MTM_HOME": str(home.root),
+        "HF_HUB_OFFLINE": "1",
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "app", "worker", "run"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    checkpoints = context.home.jobs / job.id / "checkpoints"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not (checkpoints.is_dir() and any(checkpoints.iterdir())):
+        time.sleep(0.2)
+    assert checkpoints.is_dir() and any(checkpoints.iterdir()), "no checkpoint appeared"
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(timeout=30)
+    interrupt_orphans(context.database)
+    interrupted = get_job(context.database, job.id)
+    assert interrupted.status == "interrupted"
+    assert mtm("jobs", "resume", job.id, home=home).returncode == 0
+    result = mtm("worker", "run", "--until-idle", home=home, timeout=600)
+    assert result.returncode == 0, result.stderr
+    done = get_job(context.database, job.id)
+    assert done.status == "completed", done.error
+    assert done.step == done.total_steps == interrupted.total_steps
