@@ -25,7 +25,13 @@ from app.jobs.service import (
     worker_name,
 )
 from app.paths import DataHome
-from app.workers.runner import JobRunner, RunnerSignals
+from app.workers.runner import (
+    GRACE_PERIOD_S,
+    JobRunner,
+    RunnerSignals,
+    TrainerCommand,
+    trainer_command,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +53,21 @@ class WorkerPool(QObject):
     job_finished = Signal(str, str)
     idle = Signal()
     state_changed = Signal()
+    stopped = Signal()  # after stop_all(), once the last running job has ended
 
     def __init__(
-        self, database: Database, home: DataHome, max_workers: int, parent: QObject | None = None
+        self,
+        database: Database,
+        home: DataHome,
+        max_workers: int,
+        parent: QObject | None = None,
+        *,
+        command: TrainerCommand = trainer_command,
+        grace_s: float = GRACE_PERIOD_S,
     ) -> None:
         super().__init__(parent)
+        self._command = command
+        self._grace_s = grace_s
         self._database = database
         self._home = home
         self._max_workers = max(1, max_workers)
@@ -102,7 +118,7 @@ class WorkerPool(QObject):
         """Cancel a job: queued ones at once, running ones after their checkpoint."""
         runner = self._running.get(job_id)
         if runner is not None:
-            runner.stop(JobStatus.CANCELLED)
+            runner.stop(JobStatus.CANCELLED, self._grace_s)
         else:
             cancel_job(self._database, job_id)
 
@@ -116,11 +132,18 @@ class WorkerPool(QObject):
     def running_jobs(self) -> list[str]:
         return list(self._running)
 
-    def shutdown(self, timeout_ms: int = 120_000) -> bool:
-        """Stop every running job so that it resumes next time (interrupted), and wait."""
+    def stop_all(self) -> None:
+        """Start no more jobs and ask the running ones to checkpoint and stop, as interrupted
+        (they resume next time); `stopped` follows when the last one has ended."""
         self._stopping = True
         for runner in list(self._running.values()):
-            runner.stop(JobStatus.INTERRUPTED)
+            runner.stop(JobStatus.INTERRUPTED, self._grace_s)
+        if not self._running:
+            self.stopped.emit()
+
+    def shutdown(self, timeout_ms: int = 120_000) -> bool:
+        """stop_all(), then wait for the threads (for the headless worker, not the window)."""
+        self.stop_all()
         return self._threads.waitForDone(timeout_ms)
 
     # --- dispatching -------------------------------------------------------------------------
@@ -141,7 +164,8 @@ class WorkerPool(QObject):
         signals.job_event.connect(self.job_event)
         signals.finished.connect(self.on_runner_finished)
         threads = max(1, (os.cpu_count() or 1) // (len(self._running) + 1))
-        runner = JobRunner(self._database, job_id, job_dir(self._home, job_id), threads, signals)
+        folder = job_dir(self._home, job_id)
+        runner = JobRunner(self._database, job_id, folder, threads, signals, command=self._command)
         self._running[job_id] = runner
         self._threads.start(runner)
         log.info("job started", extra={"job": job_id, "threads": threads})
@@ -156,6 +180,8 @@ class WorkerPool(QObject):
         log.info("job finished", extra={"job": job_id, "status": status})
         self.job_finished.emit(job_id, status)
         self.state_changed.emit()
+        if self._stopping and not self._running:
+            self.stopped.emit()
         self.dispatch()
 
     @Slot(str)

@@ -17,14 +17,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from pydantic import ValidationError
 from PySide6.QtCore import QObject, QRunnable, Signal
 
 from app.db.session import Database
-from app.events import ErrorEvent, Event, FinishedEvent, parse_event
+from app.events import BadEventError, ErrorEvent, Event, FinishedEvent, parse_event
 from app.jobs.lifecycle import JobStatus
 from app.jobs.service import apply_events, finish_job, record_trainer
 from app.jobs.spec import SPEC_FILE, load_spec, write_spec
@@ -46,13 +46,29 @@ class RunnerSignals(QObject):
     finished = Signal(str, str)
 
 
+def trainer_command(folder: Path) -> list[str]:
+    """The trainer subprocess for the job in `folder`: this app again, with a flag."""
+    return self_command(TRAINER_FLAG, "--job-dir", str(folder))
+
+
+TrainerCommand = Callable[[Path], list[str]]
+
+
 class JobRunner(QRunnable):
     """Runs the trainer for one claimed job."""
 
     def __init__(
-        self, database: Database, job_id: str, folder: Path, threads: int, signals: RunnerSignals
+        self,
+        database: Database,
+        job_id: str,
+        folder: Path,
+        threads: int,
+        signals: RunnerSignals,
+        *,
+        command: TrainerCommand = trainer_command,
     ) -> None:
         super().__init__()
+        self._command = command
         self.job_id = job_id
         self.signals = signals
         self._database = database
@@ -106,7 +122,7 @@ class JobRunner(QRunnable):
     def _spawn(self, stderr: IO[bytes]) -> subprocess.Popen[bytes]:
         environment = {**os.environ, "OMP_NUM_THREADS": str(self._threads)}
         process = subprocess.Popen(
-            self_command(TRAINER_FLAG, "--job-dir", str(self._folder)),
+            self._command(self._folder),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=stderr,
@@ -144,7 +160,7 @@ class JobRunner(QRunnable):
     def _parse(self, line: bytes) -> Event | None:
         try:
             return parse_event(line)
-        except (ValueError, ValidationError):
+        except BadEventError:
             log.warning(
                 "the trainer wrote a line that is not an event",
                 extra={"job": self.job_id, "line": line[:500].decode(errors="replace")},
@@ -160,7 +176,12 @@ class JobRunner(QRunnable):
 
     def _record_end(self, finished: FinishedEvent | None, failure: str | None) -> str:
         reason = self._stop_reason
-        if reason is JobStatus.INTERRUPTED and finished is not None:
+        if reason is not None and finished is None:
+            # Asked to stop, it did not say it had: it was killed after the grace period.
+            finished = FinishedEvent(status=reason.value)
+            failure = None
+            log.warning("the trainer was killed after the grace period", extra={"job": self.job_id})
+        elif reason is JobStatus.INTERRUPTED and finished is not None:
             # Stopped because the app quit: it resumes from its checkpoint next time.
             finished = finished.model_copy(update={"status": "interrupted"})
         job = finish_job(self._database, self.job_id, finished, failure)

@@ -1,0 +1,193 @@
+"""The worker pool against trainers that misbehave, and under load: each fault is a test.
+
+The stand-in trainers are small real programs (the pool's trainer command is injectable), so
+these tests exercise the real subprocess handling, pipes, signals and database writes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, text
+
+from app.context import AppContext
+from app.datasets.importer import ImportOptions, import_dataset
+from app.db.models import Job
+from app.jobs.service import NewJob, create_job, get_job, list_jobs, retry_job
+from app.workers.pool import WorkerPool
+
+WAIT_MS = 120_000
+
+
+@pytest.fixture
+def context(home):
+    ctx = AppContext.open(home.root)
+    yield ctx
+    ctx.close()
+
+
+@pytest.fixture
+def dataset(context, tmp_path):
+    path = tmp_path / "tiny.jsonl"
+    path.write_text(json.dumps({"instruction": "hi", "output": "hello"}) + "\n")
+    return import_dataset(context.database, context.home, path, ImportOptions())
+
+
+def stand_in(tmp_path: Path, body: str) -> object:
+    """A trainer command running `body` (Python) with the job folder as its argument."""
+    script = tmp_path / f"trainer_{abs(hash(body))}.py"
+    script.write_text(textwrap.dedent(body))
+    return lambda folder: [sys.executable, str(script), str(folder)]
+
+
+EMIT = """
+import json, sys, time, signal
+def emit(**event):
+    sys.stdout.write(json.dumps(event) + "\\n"); sys.stdout.flush()
+"""
+
+
+def queue(context, dataset, count=1):
+    settings = context.settings.load()
+    return [
+        create_job(context.database, context.home, settings, NewJob(dataset.id, "some/model"))
+        for _ in range(count)
+    ]
+
+
+def run_until_idle(qtbot, pool, jobs):
+    ids = {job.id for job in jobs}
+    finished: dict[str, str] = {}
+    pool.job_finished.connect(lambda job_id, status: finished.__setitem__(job_id, status))
+    pool.start()
+    qtbot.waitUntil(lambda: ids <= set(finished), timeout=WAIT_MS)
+    assert pool.shutdown()
+    return finished
+
+
+def test_a_trainer_that_crashes_fails_the_job_with_its_last_words(
+    qtbot, context, dataset, tmp_path
+):
+    command = stand_in(
+        tmp_path,
+        EMIT
+        + """
+emit(event="started", total_steps=10, device="cpu")
+sys.stderr.write("Traceback: something broke inside\\n")
+sys.exit(1)
+""",
+    )
+    [job] = queue(context, dataset)
+    pool = WorkerPool(context.database, context.home, 1, command=command)
+    assert run_until_idle(qtbot, pool, [job]) == {job.id: "failed"}
+    failed = get_job(context.database, job.id)
+    assert "exit code 1" in failed.error and "something broke inside" in failed.error
+    assert failed.total_steps == 10
+    assert "something broke" in (context.home.jobs / job.id / "stderr.log").read_text()
+
+
+def test_a_malformed_line_is_skipped_and_the_job_completes(qtbot, context, dataset, tmp_path):
+    command = stand_in(
+        tmp_path,
+        EMIT
+        + """
+emit(event="started", total_steps=2, device="cpu")
+print("this is not an event", flush=True)
+emit(event="progress", step=2, total_steps=2, epoch=1.0, loss=0.5, learning_rate=0.001,
+     tokens_per_second=10.0, eta_seconds=0.0)
+emit(event="finished", status="completed", artifacts={"adapter": "adapter/"})
+""",
+    )
+    [job] = queue(context, dataset)
+    pool = WorkerPool(context.database, context.home, 1, command=command)
+    assert run_until_idle(qtbot, pool, [job]) == {job.id: "completed"}
+    done = get_job(context.database, job.id)
+    assert (done.step, done.loss, done.artifacts["adapter"]) == (2, 0.5, "adapter/")
+
+
+def test_a_trainer_that_ignores_sigterm_is_killed_after_the_grace_period(
+    qtbot, context, dataset, tmp_path
+):
+    command = stand_in(
+        tmp_path,
+        EMIT
+        + """
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+emit(event="started", total_steps=100, device="cpu")
+while True:
+    time.sleep(0.1)
+""",
+    )
+    [job] = queue(context, dataset)
+    pool = WorkerPool(context.database, context.home, 1, command=command, grace_s=0.5)
+    finished: dict[str, str] = {}
+    pool.job_finished.connect(lambda job_id, status: finished.__setitem__(job_id, status))
+    pool.job_event.connect(lambda job_id, event: pool.cancel(job_id))
+    pool.start()
+    qtbot.waitUntil(lambda: job.id in finished, timeout=WAIT_MS)
+    assert finished[job.id] == "cancelled"
+    assert pool.shutdown()
+
+
+def test_cancelling_a_queued_job_and_retrying_a_failed_one(qtbot, context, dataset, tmp_path):
+    crash = stand_in(tmp_path, EMIT + "sys.exit(2)\n")
+    first, second = queue(context, dataset, 2)
+    pool = WorkerPool(context.database, context.home, 1, command=crash)
+    pool.cancel(second.id)  # still queued: cancelled at once, never started
+    assert get_job(context.database, second.id).status == "cancelled"
+    assert run_until_idle(qtbot, pool, [first]) == {first.id: "failed"}
+    assert retry_job(context.database, context.home, first.id).attempt == 2
+    ok = stand_in(tmp_path, EMIT + "emit(event='finished', status='completed')\n")
+    again = WorkerPool(context.database, context.home, 1, command=ok)
+    assert run_until_idle(qtbot, again, [first]) == {first.id: "completed"}
+
+
+def test_a_hundred_jobs_on_two_workers_each_run_exactly_once(qtbot, context, dataset, tmp_path):
+    marker = tmp_path / "runs.log"
+    command = stand_in(
+        tmp_path,
+        EMIT
+        + f"""
+with open({str(marker)!r}, "a") as log:
+    log.write(sys.argv[1] + "\\n")
+emit(event="started", total_steps=3, device="cpu")
+for step in (1, 2, 3):
+    emit(event="progress", step=step, total_steps=3, epoch=step / 3, loss=1.0 / step,
+         learning_rate=0.001, tokens_per_second=100.0, eta_seconds=0.0)
+emit(event="finished", status="completed")
+""",
+    )
+    jobs = queue(context, dataset, 100)
+    pool = WorkerPool(context.database, context.home, 2, command=command)
+    finished = run_until_idle(qtbot, pool, jobs)
+    assert set(finished.values()) == {"completed"} and len(finished) == 100
+    runs = marker.read_text().split()
+    assert sorted(runs) == sorted({str(context.home.jobs / j.id) for j in jobs})  # once each
+    with context.database.session() as session:
+        assert session.execute(text("PRAGMA integrity_check")).scalar() == "ok"
+        assert session.scalar(select(func.count()).where(Job.status == "completed")) == 100
+        assert session.scalar(select(func.count()).where(Job.step != 3)) == 0
+
+
+def test_changing_max_workers_while_jobs_run(qtbot, context, dataset, tmp_path):
+    command = stand_in(
+        tmp_path,
+        EMIT
+        + """
+time.sleep(0.5)
+emit(event="finished", status="completed")
+""",
+    )
+    jobs = queue(context, dataset, 6)
+    pool = WorkerPool(context.database, context.home, 1, command=command)
+    peak = [0]
+    pool.job_started.connect(lambda _job: peak.__setitem__(0, max(peak[0], len(pool.running_jobs))))
+    pool.job_started.connect(lambda _job: pool.set_max_workers(3))
+    finished = run_until_idle(qtbot, pool, jobs)
+    assert len(finished) == 6 and set(finished.values()) == {"completed"}
+    assert peak[0] == 3
+    assert all(job.status == "completed" for job in list_jobs(context.database))
