@@ -57,7 +57,22 @@ def add_job_commands(groups: Any, common: argparse.ArgumentParser) -> None:
     run = worker_commands.add_parser("run", parents=[common], help="run queued jobs")
     run.add_argument("--max-workers", type=int, default=None)
     run.add_argument("--until-idle", action="store_true", help="exit when the queue is empty")
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        metavar="N",
+        help="serve Prometheus metrics on 127.0.0.1:N",
+    )
     run.set_defaults(handler=_worker_run)
+    for action, text, handler in (
+        ("pause", "start no new jobs (running ones go on)", _worker_pause),
+        ("resume", "start queued jobs again", _worker_resume),
+        ("status", "show the running pools and what each slot does", _worker_status),
+    ):
+        command = worker_commands.add_parser(action, parents=[common], help=text)
+        command.add_argument("--json", action="store_true")
+        command.set_defaults(handler=handler)
 
 
 def _jobs_create(args: argparse.Namespace) -> int:
@@ -181,4 +196,68 @@ def _worker_run(args: argparse.Namespace) -> int:
     workers = args.max_workers or context.settings.load().max_concurrent_jobs
     if workers < 1:
         raise BadInputError("--max-workers must be 1 or more.")
-    return run_pool(context.database, context.home, workers, until_idle=args.until_idle)
+    if args.metrics_port is not None and not 0 < args.metrics_port < 65536:
+        raise BadInputError("--metrics-port must be a port number from 1 to 65535.")
+    return run_pool(
+        context.database,
+        context.home,
+        workers,
+        until_idle=args.until_idle,
+        metrics_port=args.metrics_port,
+    )
+
+
+def _worker_pause(args: argparse.Namespace) -> int:
+    from app.workers.control import set_paused
+
+    set_paused(args.context.home, True)
+    print("Paused: no new job starts; running jobs go on.")
+    return 0
+
+
+def _worker_resume(args: argparse.Namespace) -> int:
+    from app.jobs.service import signal_queue
+    from app.workers.control import set_paused
+
+    set_paused(args.context.home, False)
+    signal_queue(args.context.home)
+    print("Resumed: queued jobs start as workers free up.")
+    return 0
+
+
+def _worker_status(args: argparse.Namespace) -> int:
+    from app.jobs.service import get_job
+    from app.workers.control import is_paused, read_states
+
+    home, database = args.context.home, args.context.database
+    pools: list[dict[str, Any]] = []
+    for state in read_states(home):
+        slots = []
+        for slot in state.slots:
+            job = get_job(database, slot["job_id"]) if slot["job_id"] else None
+            slots.append(
+                {
+                    "slot": slot["slot"],
+                    "job_id": slot["job_id"],
+                    "step": job.step if job else None,
+                    "total_steps": job.total_steps if job else None,
+                }
+            )
+        pools.append(
+            {"pid": state.pid, "name": state.name, "max_workers": state.max_workers, "slots": slots}
+        )
+    report: dict[str, Any] = {"paused": is_paused(home), "pools": pools}
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"Queue {'paused' if report['paused'] else 'running'}; {len(pools)} pool(s).")
+    for pool in pools:
+        print(f"pool {pool['name']} ({pool['max_workers']} workers)")
+        for slot in pool["slots"]:
+            doing = (
+                f"job {slot['job_id']} at step {slot['step']}/{slot['total_steps']}"
+                if slot["job_id"]
+                else "idle"
+            )
+            print(f"  worker {slot['slot']}: {doing}")
+    return 0

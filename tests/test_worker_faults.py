@@ -191,3 +191,61 @@ emit(event="finished", status="completed")
     assert len(finished) == 6 and set(finished.values()) == {"completed"}
     assert peak[0] == 3
     assert all(job.status == "completed" for job in list_jobs(context.database))
+
+
+def test_pause_resume_and_status_across_processes(qtbot, context, dataset, tmp_path, home):
+    import subprocess
+
+    from tests.conftest import REPO_ROOT
+
+    def mtm(*args):
+        env = {**__import__("os").environ, "MTM_HOME": str(home.root)}
+        return subprocess.run(
+            [sys.executable, "-m", "app", *args],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+
+    command = stand_in(tmp_path, EMIT + "emit(event='finished', status='completed')\n")
+    pool = WorkerPool(context.database, context.home, 2, command=command)
+    pool.start()
+    assert mtm("worker", "pause").returncode == 0
+    qtbot.waitUntil(lambda: pool.paused, timeout=10_000)
+    [job] = queue(context, dataset)
+    qtbot.wait(500)
+    assert get_job(context.database, job.id).status == "queued"  # paused: it waits
+    status = json.loads(mtm("worker", "status", "--json").stdout)
+    assert status["paused"] is True
+    assert [p["max_workers"] for p in status["pools"]] == [2]
+    assert mtm("worker", "resume").returncode == 0
+    qtbot.waitUntil(
+        lambda: get_job(context.database, job.id).status == "completed", timeout=WAIT_MS
+    )
+    assert pool.shutdown()
+    assert json.loads(mtm("worker", "status", "--json").stdout)["pools"] == []
+
+
+def test_metrics_endpoint_counts_queue_and_outcomes(qtbot, context, dataset, tmp_path):
+    import socket
+    import urllib.request
+
+    from app.workers.metrics import PoolMetrics
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    metrics = PoolMetrics(context.database)
+    metrics.serve(port)
+    queue(context, dataset, 3)
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    assert "mtm_queue_depth 3.0" in body
+    metrics.on_job_started("abc")
+    metrics.on_job_finished("abc", "completed")
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    assert 'mtm_jobs_finished_total{status="completed"} 1.0' in body
+    assert "mtm_workers_busy 0.0" in body
+    metrics.close()

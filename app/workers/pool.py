@@ -25,6 +25,7 @@ from app.jobs.service import (
     worker_name,
 )
 from app.paths import DataHome
+from app.workers import control
 from app.workers.runner import (
     GRACE_PERIOD_S,
     JobRunner,
@@ -79,6 +80,8 @@ class WorkerPool(QObject):
         self._name = worker_name()
         self._watcher = QFileSystemWatcher(self)
         self._watcher.fileChanged.connect(self.on_queue_file_changed)
+        self._watcher.directoryChanged.connect(self.on_jobs_folder_changed)
+        self.state_changed.connect(self._publish_state)
 
     # --- control -----------------------------------------------------------------------------
 
@@ -87,6 +90,9 @@ class WorkerPool(QObject):
         interrupt_orphans(self._database)
         signal_queue(self._home)  # make sure the marker exists before watching it
         self._watcher.addPath(str(self._home.jobs / QUEUE_SIGNAL_FILE))
+        self._watcher.addPath(str(self._home.jobs))  # the pause marker comes and goes there
+        self._paused = control.is_paused(self._home)
+        self._publish_state()
         self.dispatch()
 
     @property
@@ -101,14 +107,20 @@ class WorkerPool(QObject):
         self.state_changed.emit()
 
     def pause(self) -> None:
-        """No new job starts; running ones go on."""
-        self._paused = True
-        self.state_changed.emit()
+        """No new job starts, in this or any pool on the data folder; running ones go on."""
+        control.set_paused(self._home, True)
+        self._set_paused(True)
 
     def resume(self) -> None:
-        self._paused = False
-        self.dispatch()
+        control.set_paused(self._home, False)
+        self._set_paused(False)
+
+    def _set_paused(self, paused: bool) -> None:
+        if paused == self._paused:
+            return
+        self._paused = paused
         self.state_changed.emit()
+        self.dispatch()
 
     @property
     def paused(self) -> bool:
@@ -144,7 +156,9 @@ class WorkerPool(QObject):
     def shutdown(self, timeout_ms: int = 120_000) -> bool:
         """stop_all(), then wait for the threads (for the headless worker, not the window)."""
         self.stop_all()
-        return self._threads.waitForDone(timeout_ms)
+        done = self._threads.waitForDone(timeout_ms)
+        control.remove_state(self._home, os.getpid())
+        return done
 
     # --- dispatching -------------------------------------------------------------------------
 
@@ -183,6 +197,16 @@ class WorkerPool(QObject):
         if self._stopping and not self._running:
             self.stopped.emit()
         self.dispatch()
+
+    @Slot(str)
+    def on_jobs_folder_changed(self, _path: str) -> None:
+        self._set_paused(control.is_paused(self._home))
+
+    def _publish_state(self) -> None:
+        # How far each job is lives in the database, which `mtm worker status` reads.
+        slots = [{"slot": w.slot, "job_id": w.job_id} for w in self.workers()]
+        state = control.PoolState(os.getpid(), self._name, self._paused, self._max_workers, slots)
+        control.write_state(self._home, state)
 
     @Slot(str)
     def on_queue_file_changed(self, path: str) -> None:
