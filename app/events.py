@@ -106,6 +106,7 @@ class Summary(BaseModel):
     eval_loss: float | None = None
     duration_seconds: float
     tokens_per_second: float
+    peak_memory_mb: float | None = Field(None, description="Peak memory of the device.")
     train_examples: int = 0
     eval_examples: int = 0
     truncated_examples: int = 0

@@ -318,3 +318,14 @@ def test_a_tokenizer_without_a_chat_template_gets_chatml_written_into_the_adapte
     assert outcome.status == 0, outcome.last
     assert any("no chat template" in e.message for e in outcome.of("log"))
     assert "<|im_start|>" in (tmp_path / "job" / "adapter" / "chat_template.jinja").read_text()
+
+
+def test_the_output_layer_on_learned_tokens_only_gives_the_losses_of_full_logits(
+    tmp_path, tiny_model, facts, monkeypatch
+):
+    from app.training import loop
+
+    shortcut = train_in_process(make_job(tmp_path / "a", tiny_model, facts, max_steps=4))
+    monkeypatch.setattr(loop, "_PLAIN_HEADS", frozenset())
+    full = train_in_process(make_job(tmp_path / "b", tiny_model, facts, max_steps=4))
+    assert losses_by_step(shortcut) == pytest.approx(losses_by_step(full), rel=1e-5)

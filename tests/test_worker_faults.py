@@ -62,7 +62,7 @@ def queue(context, dataset, count=1):
 def run_until_idle(qtbot, pool, jobs):
     ids = {job.id for job in jobs}
     finished: dict[str, str] = {}
-    pool.job_finished.connect(lambda job_id, status: finished.__setitem__(job_id, status))
+    pool.job_finished.connect(finished.__setitem__)
     pool.start()
     qtbot.waitUntil(lambda: ids <= set(finished), timeout=WAIT_MS)
     assert pool.shutdown()
@@ -125,7 +125,7 @@ while True:
     [job] = queue(context, dataset)
     pool = WorkerPool(context.database, context.home, 1, command=command, grace_s=0.5)
     finished: dict[str, str] = {}
-    pool.job_finished.connect(lambda job_id, status: finished.__setitem__(job_id, status))
+    pool.job_finished.connect(finished.__setitem__)
     pool.job_event.connect(lambda job_id, event: pool.cancel(job_id))
     pool.start()
     qtbot.waitUntil(lambda: job.id in finished, timeout=WAIT_MS)

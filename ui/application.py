@@ -47,7 +47,7 @@ def run_gui(home: str | None, smoke: bool) -> int:
         return _refuse_to_start(error.message, smoke)
     from ui.main_window import MainWindow
 
-    window = MainWindow(context)
+    window = MainWindow(context, start_workers=not smoke)
     if smoke:
         _quit_after_first_paint(app, window)
     window.show()

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from PySide6.QtCore import QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
-from PySide6.QtWidgets import QLabel, QMainWindow, QTabWidget
+from PySide6.QtWidgets import QLabel, QMainWindow, QMessageBox, QTabWidget
 
 from app import APP_NAME
 from app.context import AppContext
+from app.settings import AppSettings
 from app.workers.background import TaskRunner
+from app.workers.pool import WorkerPool
 from ui.dashboard_tab import DashboardTab
 from ui.datasets_tab import DatasetsTab
 from ui.dialogs import show_about
@@ -21,10 +24,13 @@ _STATUS_TIMEOUT_MS = 8000
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, context: AppContext) -> None:
+    def __init__(self, context: AppContext, *, start_workers: bool = True) -> None:
         super().__init__()
         self.context = context
         self.runner = TaskRunner(parent=self)
+        settings = context.settings.load()
+        self.pool = WorkerPool(context.database, context.home, settings.max_concurrent_jobs, self)
+        self._closing = False
         self.setWindowTitle(APP_NAME)
         self.setWindowIcon(app_icon())
         self.resize(1180, 760)
@@ -32,6 +38,8 @@ class MainWindow(QMainWindow):
         self._build_tabs()
         self._build_menus()
         self._build_status_bar()
+        if start_workers:
+            QTimer.singleShot(0, self.pool.start)  # after the first paint
 
     def _build_tabs(self) -> None:
         self.tabs = QTabWidget()
@@ -60,6 +68,7 @@ class MainWindow(QMainWindow):
         self.datasets_tab.datasets_changed.connect(self.dashboard_tab.refresh)
         self.datasets_tab.status_message.connect(self.show_status)
         self.settings_tab.status_message.connect(self.show_status)
+        self.settings_tab.settings_saved.connect(self.on_settings_saved)
 
     def _build_menus(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
@@ -91,6 +100,9 @@ class MainWindow(QMainWindow):
     def show_status(self, text: str) -> None:
         self.statusBar().showMessage(text, _STATUS_TIMEOUT_MS)
 
+    def on_settings_saved(self, settings: AppSettings) -> None:
+        self.pool.set_max_workers(settings.max_concurrent_jobs)
+
     def on_import_action_triggered(self) -> None:
         self.tabs.setCurrentWidget(self.datasets_tab)
         self.datasets_tab.request_import()
@@ -111,12 +123,39 @@ class MainWindow(QMainWindow):
     # --- closing ---------------------------------------------------------------------------
 
     def closeEvent(self, event: QCloseEvent) -> None:
+        if self.pool.running_jobs and not self._closing:
+            event.ignore()
+            self._ask_about_running_jobs()
+            return
         self.shut_down()
         event.accept()
+
+    def _ask_about_running_jobs(self) -> None:
+        count = len(self.pool.running_jobs)
+        text = (
+            f"{count} training job{'s are' if count > 1 else ' is'} running. Stop now and resume "
+            "next time from the last checkpoint, or keep the window open?"
+        )
+        box = QMessageBox(QMessageBox.Icon.Question, APP_NAME, text, parent=self)
+        stop = box.addButton("Stop and quit", QMessageBox.ButtonRole.DestructiveRole)
+        box.addButton("Keep open", QMessageBox.ButtonRole.RejectRole)
+        box.finished.connect(
+            lambda _r: self._stop_jobs_and_quit() if box.clickedButton() is stop else None
+        )
+        self._quit_box = box
+        box.open()
+
+    def _stop_jobs_and_quit(self) -> None:
+        """Ask the trainers to checkpoint (without waiting here), then close when they have."""
+        self._closing = True
+        self.show_status("Stopping training jobs; they resume next time…")
+        self.pool.stopped.connect(self.close)
+        self.pool.stop_all()
 
     def shut_down(self) -> None:
         """Cancel background work (an import cancelled leaves nothing behind) and wait for it."""
         self.runner.shutdown()
+        self.pool.shutdown()
 
 
 def _local_files(event: QDragEnterEvent | QDropEvent) -> list[Path]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,6 +82,20 @@ def _check_available(requested: Device) -> None:
             "device_unavailable",
             "the spec asks for Apple MPS, which this machine does not offer: choose auto or cpu.",
         )
+
+
+def peak_memory_mb(device: torch.device) -> float | None:
+    """The most memory this run has held on `device`, in MB, where that can be known."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 1e6
+    if device.type == "mps":
+        return torch.mps.driver_allocated_memory() / 1e6  # the current figure: MPS keeps no peak
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1e6 if sys.platform == "darwin" else peak * 1024 / 1e6
 
 
 def available_memory(device: torch.device) -> int | None:

@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch.nn import functional
-from transformers import get_scheduler
+from transformers import PreTrainedModel, get_scheduler
 
 from app.jobs.spec import TrainingHyperparameters
 from app.training.batching import Batch, BatchPlan
 from app.training.device import Placement
 
 _SCHEDULERS = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
+# Architectures whose logits are exactly lm_head(last hidden state): no soft-capping or scaling.
+_PLAIN_HEADS = frozenset(
+    {"llama", "mistral", "qwen2", "qwen3", "phi3", "smollm3", "olmo2", "starcoder2", "gemma"}
+)
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ class StepRunner:
         self._placement = placement
         self._max_grad_norm = hyper.max_grad_norm or math.inf  # inf: measure, do not clip
         self._trainable = [p for p in model.parameters() if p.requires_grad]
+        self._split = split_head(model)
 
     def train_step(self, plan: BatchPlan, step: int) -> StepResult:
         batches = plan.step(step)
@@ -104,16 +108,24 @@ class StepRunner:
         return total / learned if learned else None
 
     def _loss_sum(self, batch: Batch) -> torch.Tensor:
-        with self._autocast():
-            logits = self._model(
-                input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False
-            ).logits
         weights = batch.weights[:, 1:]
         learned = weights > 0
-        # Only learned positions reach the softmax: prompts and padding cost no loss compute.
-        picked = logits[:, :-1][learned].float()
+        with self._autocast():
+            picked = self._learned_logits(batch, learned).float()
         losses = functional.cross_entropy(picked, batch.input_ids[:, 1:][learned], reduction="none")
         return (losses * weights[learned]).sum()
+
+    def _learned_logits(self, batch: Batch, learned: torch.Tensor) -> torch.Tensor:
+        """The logits that predict each learned token, one row per token."""
+        inputs = {"input_ids": batch.input_ids, "position_ids": batch.position_ids}
+        if self._split is None:
+            logits: torch.Tensor = self._model(**inputs, use_cache=False).logits
+            return logits[:, :-1][learned]
+        # The output layer is a fifth of a small model's work: run it on learned positions only.
+        decoder, head = self._split
+        hidden: torch.Tensor = decoder(**inputs, use_cache=False).last_hidden_state
+        picked: torch.Tensor = head(hidden[:, :-1][learned])
+        return picked
 
     def _autocast(self) -> contextlib.AbstractContextManager[None]:
         dtype = self._placement.compute_dtype
@@ -122,10 +134,16 @@ class StepRunner:
         return torch.autocast(self._placement.device.type, dtype=dtype)
 
 
-@contextlib.contextmanager
-def training_mode(model: torch.nn.Module) -> Iterator[None]:
-    model.train()
-    try:
-        yield
-    finally:
-        model.eval()
+def split_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module] | None:
+    """(decoder, output layer) where logits are just the output layer of the decoder's output."""
+    unwrap = getattr(model, "get_base_model", None)  # a peft model, without importing peft
+    causal = unwrap() if callable(unwrap) else model
+    if not isinstance(causal, PreTrainedModel):
+        return None
+    if getattr(causal.config, "model_type", None) not in _PLAIN_HEADS:
+        return None
+    decoder = causal.get_decoder()  # type: ignore[no-untyped-call]
+    head = causal.get_output_embeddings()  # type: ignore[no-untyped-call]
+    if not isinstance(decoder, torch.nn.Module) or not isinstance(head, torch.nn.Module):
+        return None
+    return decoder, head

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import orjson
 import torch
-from peft import PeftModel
 from transformers import PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
@@ -37,7 +36,7 @@ def save_outputs(
     source: str,
 ) -> dict[str, str]:
     """Write the run's outputs; return the artifacts map of the `finished` event."""
-    if not isinstance(model, PeftModel):
+    if spec.method == "full":
         _replace(job_dir / MERGED_DIR, lambda folder: _save_model(model, tokenizer, folder))
         return {"merged": f"{MERGED_DIR}/"}
     _replace(job_dir / ADAPTER_DIR, lambda folder: _save_adapter(model, tokenizer, folder, spec))
@@ -50,8 +49,11 @@ def save_outputs(
 
 
 def _save_adapter(
-    model: PeftModel, tokenizer: PreTrainedTokenizerBase, folder: Path, spec: TrainingSpec
+    model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, folder: Path, spec: TrainingSpec
 ) -> None:
+    from peft import PeftModel
+
+    assert isinstance(model, PeftModel)
     # The user's name for the base (a GGUF path or a hub id), not the converted cache folder.
     model.peft_config["default"].base_model_name_or_path = spec.base_model
     model.save_pretrained(str(folder), safe_serialization=True)
@@ -64,7 +66,12 @@ def _save_model(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, fold
     tokenizer.save_pretrained(str(folder))
 
 
-def _merged(model: PeftModel, spec: TrainingSpec, job_dir: Path, source: str) -> torch.nn.Module:
+def _merged(
+    model: torch.nn.Module, spec: TrainingSpec, job_dir: Path, source: str
+) -> torch.nn.Module:
+    from peft import PeftModel
+
+    assert isinstance(model, PeftModel)
     if spec.method != "qlora":
         merged: torch.nn.Module = model.merge_and_unload()
         return merged

@@ -35,7 +35,7 @@ from app.training.batching import Batch, BatchPlan, eval_batches
 from app.training.channel import PROGRESS_INTERVAL_S, EventChannel, ProgressThrottle, StopRequest
 from app.training.checkpoints import RunState, Trainables, checkpoints, restore, save_checkpoint
 from app.training.data import Examples, ensure_chat_template, read_records, split_records, tokenize
-from app.training.device import Placement, choose_placement, set_torch_threads
+from app.training.device import Placement, choose_placement, peak_memory_mb, set_torch_threads
 from app.training.errors import TrainingError, error_event, exit_status
 from app.training.loop import StepResult, StepRunner, make_optimizer, make_scheduler
 from app.training.methods import load_and_prepare, parameter_counts
@@ -93,6 +93,7 @@ class _Run:
     total_steps: int
     train: Examples
     validation: Examples
+    placement: Placement
 
 
 class _Session:
@@ -166,7 +167,7 @@ class _Session:
         micro = -(-hyper.batch_size // hyper.gradient_accumulation_steps)
         evaluation = eval_batches(validation, micro, pad_id)
         state = self._resumed(parts)
-        return _Run(plan, evaluation, steps, parts, state, total, train, validation)
+        return _Run(plan, evaluation, steps, parts, state, total, train, validation, placement)
 
     def _resumed(self, parts: Trainables) -> RunState:
         found = checkpoints(self._job_dir) if self._spec.resume else []
@@ -262,6 +263,7 @@ class _Session:
             eval_loss=state.eval_loss,
             duration_seconds=self._elapsed(),
             tokens_per_second=state.tokens / state.train_seconds if state.train_seconds else 0.0,
+            peak_memory_mb=peak_memory_mb(run.placement.device),
             train_examples=len(run.train),
             eval_examples=len(run.validation),
             truncated_examples=run.train.truncated + run.validation.truncated,
