@@ -249,3 +249,117 @@ def test_metrics_endpoint_counts_queue_and_outcomes(qtbot, context, dataset, tmp
     assert 'mtm_jobs_finished_total{status="completed"} 1.0' in body
     assert "mtm_workers_busy 0.0" in body
     metrics.close()
+
+
+# --- GPUs (simulated inventory; the placement logic and CUDA_VISIBLE_DEVICES are real) --------
+
+
+@pytest.fixture
+def shaped_model(tmp_path):
+    """A model folder whose config.json gives the estimate a real shape (SmolLM2-135M's)."""
+    folder = tmp_path / "smollm2-shape"
+    folder.mkdir()
+    config = {
+        "model_type": "llama",
+        "hidden_size": 576,
+        "intermediate_size": 1536,
+        "num_hidden_layers": 30,
+        "num_attention_heads": 9,
+        "num_key_value_heads": 3,
+        "vocab_size": 49152,
+        "tie_word_embeddings": True,
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def gpu_jobs(context, dataset, model, count):
+    settings = context.settings.load()
+    return [
+        create_job(context.database, context.home, settings, NewJob(dataset.id, str(model)))
+        for _ in range(count)
+    ]
+
+
+def gpu_recorder(tmp_path, seconds=0.6):
+    log = tmp_path / "gpus.log"
+    return log, stand_in(
+        tmp_path,
+        EMIT
+        + f"""
+import os
+start = time.time()
+time.sleep({seconds})
+with open({str(log)!r}, "a") as out:
+    out.write(f"{{os.environ.get('CUDA_VISIBLE_DEVICES', '-')}} {{start}} {{time.time()}}\\n")
+emit(event="finished", status="completed")
+""",
+    )
+
+
+def test_jobs_spread_over_gpus_that_can_hold_them(qtbot, context, dataset, tmp_path, shaped_model):
+    from app.jobs.service import gpu_memory_needed
+    from app.workers.gpus import Gpu
+
+    jobs = gpu_jobs(context, dataset, shaped_model, 2)
+    need = gpu_memory_needed(jobs[0])
+    assert need is not None and need > 0
+    gpus = [Gpu(0, "A", int(need * 1.5), 0), Gpu(1, "B", int(need * 1.5), 0)]
+    log, command = gpu_recorder(tmp_path)
+    pool = WorkerPool(context.database, context.home, 2, command=command, gpus=gpus)
+    assert set(run_until_idle(qtbot, pool, jobs).values()) == {"completed"}
+    assert sorted(line.split()[0] for line in log.read_text().splitlines()) == ["0", "1"]
+
+
+def test_a_job_waits_until_its_gpu_has_room(qtbot, context, dataset, tmp_path, shaped_model):
+    from app.jobs.service import gpu_memory_needed
+    from app.workers.gpus import Gpu
+
+    jobs = gpu_jobs(context, dataset, shaped_model, 2)
+    need = gpu_memory_needed(jobs[0])
+    log, command = gpu_recorder(tmp_path)
+    pool = WorkerPool(
+        context.database, context.home, 2, command=command, gpus=[Gpu(0, "A", int(need * 1.5), 0)]
+    )
+    assert set(run_until_idle(qtbot, pool, jobs).values()) == {"completed"}
+    (first, a_start, a_end), (second, b_start, b_end) = sorted(
+        (line.split()[0], float(line.split()[1]), float(line.split()[2]))
+        for line in log.read_text().splitlines()
+    )
+    assert first == second == "0"
+    assert b_start >= a_end or a_start >= b_end  # never both on the GPU at once
+
+
+def test_a_job_too_big_for_every_gpu_fails_with_a_sentence(
+    qtbot, context, dataset, tmp_path, shaped_model
+):
+    from app.workers.gpus import Gpu
+
+    [job] = gpu_jobs(context, dataset, shaped_model, 1)
+    _log, command = gpu_recorder(tmp_path)
+    pool = WorkerPool(
+        context.database,
+        context.home,
+        1,
+        command=command,
+        gpus=[Gpu(0, "small", 64 * 1024 * 1024, 0)],
+    )
+    assert run_until_idle(qtbot, pool, [job]) == {job.id: "failed"}
+    error = get_job(context.database, job.id).error
+    assert "GPU memory" in error and "QLoRA" in error
+
+
+def test_gpus_are_found_with_nvidia_smi(tmp_path, monkeypatch):
+    from app.workers.gpus import discover_gpus
+
+    tool = tmp_path / "nvidia-smi"
+    tool.write_text(
+        "#!/bin/sh\necho '0, NVIDIA H200, 143771, 1024'\necho '1, NVIDIA H200, 143771, 0'\n"
+    )
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{__import__('os').environ['PATH']}")
+    gpus = discover_gpus()
+    assert [(g.index, g.name, g.total_bytes // 2**20, g.used_bytes // 2**20) for g in gpus] == [
+        (0, "NVIDIA H200", 143771, 1024),
+        (1, "NVIDIA H200", 143771, 0),
+    ]

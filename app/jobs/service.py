@@ -233,29 +233,67 @@ def signal_queue(home: DataHome) -> None:
     marker.write_text(str(utc_now().timestamp()), encoding="ascii")
 
 
-def claim_next(database: Database, worker: str) -> Job | None:
-    """Mark the oldest queued job as running for this process; None when the queue is empty.
+def next_queued(database: Database) -> Job | None:
+    """The oldest queued job, not yet claimed."""
+    query = select(Job).where(Job.status == JobStatus.QUEUED).order_by(Job.created_at, Job.id)
+    with database.session() as session:
+        return session.scalars(query.limit(1)).first()
+
+
+def claim(database: Database, job_id: str, worker: str) -> Job | None:
+    """Mark the queued job as running for this process; None if another pool was first.
 
     The conditional UPDATE makes the claim safe when several pools share one database.
     """
-    me = process_identity()
+    pid, started = process_identity()
     with database.session() as session:
-        query = select(Job.id).where(Job.status == JobStatus.QUEUED).order_by(Job.created_at)
-        for job_id in session.scalars(query.limit(20)):
-            claimed = session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
-                .values(
-                    status=transition(JobStatus.QUEUED, JobStatus.RUNNING),
-                    worker=worker,
-                    pid=me[0],
-                    pid_started=me[1],
-                    started_at=utc_now(),
-                )
+        claimed = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+            .values(
+                status=transition(JobStatus.QUEUED, JobStatus.RUNNING),
+                worker=worker,
+                pid=pid,
+                pid_started=started,
+                started_at=utc_now(),
             )
-            if claimed.rowcount:  # type: ignore[attr-defined]
-                return session.get(Job, job_id)
+        )
+        return session.get(Job, job_id) if claimed.rowcount else None  # type: ignore[attr-defined]
+
+
+def claim_next(database: Database, worker: str) -> Job | None:
+    """Claim the oldest queued job; None when the queue is empty."""
+    while (job := next_queued(database)) is not None:
+        claimed = claim(database, job.id, worker)
+        if claimed is not None:
+            return claimed
     return None
+
+
+def gpu_memory_needed(job: Job) -> int | None:
+    """The job's GPU memory estimate (with gradient checkpointing, which the trainer turns on
+    by itself when needed); None when the base model's shape cannot be read."""
+    from app.jobs.estimate import EstimateUnavailable, estimate_memory
+
+    spec = TrainingSpec.model_validate(job.spec)
+    hyper = spec.hyperparameters
+    try:
+        estimate = estimate_memory(
+            spec.base_model,
+            spec.method,
+            batch_size=hyper.batch_size,
+            max_seq_length=hyper.max_seq_length,
+            lora_r=hyper.lora_r,
+            gradient_accumulation_steps=hyper.gradient_accumulation_steps,
+            device="cuda",
+        )
+    except EstimateUnavailable:
+        return None
+    return estimate.checkpointed_bytes
+
+
+def wants_gpu(job: Job) -> bool:
+    return TrainingSpec.model_validate(job.spec).device in ("auto", "cuda")
 
 
 def record_trainer(database: Database, job_id: str, trainer_pid: int) -> None:

@@ -13,19 +13,26 @@ from dataclasses import dataclass
 
 from PySide6.QtCore import QFileSystemWatcher, QObject, QThreadPool, Signal, Slot
 
+from app.db.models import Job
 from app.db.session import Database
+from app.errors import KnownError
 from app.jobs.lifecycle import JobStatus
 from app.jobs.service import (
     QUEUE_SIGNAL_FILE,
     cancel_job,
-    claim_next,
+    claim,
+    finish_job,
+    gpu_memory_needed,
     interrupt_orphans,
     job_dir,
+    next_queued,
     signal_queue,
+    wants_gpu,
     worker_name,
 )
 from app.paths import DataHome
 from app.workers import control
+from app.workers.gpus import Gpu, GpuAllocator, discover_gpus
 from app.workers.runner import (
     GRACE_PERIOD_S,
     JobRunner,
@@ -65,8 +72,11 @@ class WorkerPool(QObject):
         *,
         command: TrainerCommand = trainer_command,
         grace_s: float = GRACE_PERIOD_S,
+        gpus: list[Gpu] | None = None,
     ) -> None:
         super().__init__(parent)
+        self._gpus = None if gpus is None else GpuAllocator(gpus) if gpus else None
+        self._discover_gpus = gpus is None
         self._command = command
         self._grace_s = grace_s
         self._database = database
@@ -92,6 +102,9 @@ class WorkerPool(QObject):
         self._watcher.addPath(str(self._home.jobs / QUEUE_SIGNAL_FILE))
         self._watcher.addPath(str(self._home.jobs))  # the pause marker comes and goes there
         self._paused = control.is_paused(self._home)
+        if self._discover_gpus:
+            found = discover_gpus()
+            self._gpus = GpuAllocator(found) if found else None
         self._publish_state()
         self.dispatch()
 
@@ -164,22 +177,55 @@ class WorkerPool(QObject):
 
     @Slot()
     def dispatch(self) -> None:
-        """Start queued jobs while slots are free."""
+        """Start queued jobs, oldest first, while slots (and GPU memory) are free."""
         while not (self._paused or self._stopping) and len(self._running) < self._max_workers:
-            job = claim_next(self._database, self._name)
+            job = next_queued(self._database)
             if job is None:
                 break
-            self._start(job.id)
+            placement = self._place(job)
+            if placement is None:
+                break  # the oldest job waits for GPU memory; the order is kept
+            if claim(self._database, job.id, self._name) is None:
+                continue  # another pool took it
+            if isinstance(placement, str):
+                self._refuse(job.id, placement)
+                continue
+            self._start(job.id, placement)
         if not self._running and not self._paused:
             self.idle.emit()
 
-    def _start(self, job_id: str) -> None:
+    def _place(self, job: Job) -> dict[str, str] | str | None:
+        """The job's environment (its GPUs), None when no GPU has room now, or (a sentence)
+        why it could never fit."""
+        if self._gpus is None or not wants_gpu(job):
+            return {}
+        try:
+            indices = self._gpus.place(job.id, gpu_memory_needed(job))
+        except KnownError as error:
+            return error.message
+        if indices is None:
+            return None
+        return {"CUDA_VISIBLE_DEVICES": ",".join(map(str, indices))}
+
+    def _refuse(self, job_id: str, reason: str) -> None:
+        finish_job(self._database, job_id, None, reason)
+        self.job_finished.emit(job_id, JobStatus.FAILED.value)
+
+    def _start(self, job_id: str, environment: dict[str, str]) -> None:
         signals = RunnerSignals(self)
         signals.job_event.connect(self.job_event)
         signals.finished.connect(self.on_runner_finished)
         threads = max(1, (os.cpu_count() or 1) // (len(self._running) + 1))
         folder = job_dir(self._home, job_id)
-        runner = JobRunner(self._database, job_id, folder, threads, signals, command=self._command)
+        runner = JobRunner(
+            self._database,
+            job_id,
+            folder,
+            threads,
+            signals,
+            command=self._command,
+            environment=environment,
+        )
         self._running[job_id] = runner
         self._threads.start(runner)
         log.info("job started", extra={"job": job_id, "threads": threads})
@@ -191,6 +237,8 @@ class WorkerPool(QObject):
         runner = self._running.pop(job_id, None)
         if runner is not None:
             runner.signals.deleteLater()
+        if self._gpus is not None:
+            self._gpus.release(job_id)
         log.info("job finished", extra={"job": job_id, "status": status})
         self.job_finished.emit(job_id, status)
         self.state_changed.emit()

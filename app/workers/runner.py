@@ -66,9 +66,11 @@ class JobRunner(QRunnable):
         signals: RunnerSignals,
         *,
         command: TrainerCommand = trainer_command,
+        environment: dict[str, str] | None = None,
     ) -> None:
         super().__init__()
         self._command = command
+        self._environment = environment or {}
         self.job_id = job_id
         self.signals = signals
         self._database = database
@@ -120,7 +122,7 @@ class JobRunner(QRunnable):
         return None, self._failure_sentence(code, error)
 
     def _spawn(self, stderr: IO[bytes]) -> subprocess.Popen[bytes]:
-        environment = {**os.environ, "OMP_NUM_THREADS": str(self._threads)}
+        environment = {**os.environ, "OMP_NUM_THREADS": str(self._threads), **self._environment}
         process = subprocess.Popen(
             self._command(self._folder),
             stdin=subprocess.DEVNULL,
