@@ -12,7 +12,7 @@ TORCH_SPEC ?= torch==2.13.0
 QT_SYSTEM_PACKAGES := libegl1 libgl1 libxkbcommon0 libfontconfig1 libglib2.0-0 libdbus-1-3 libxcb-cursor0 fonts-dejavu-core
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: setup system-packages run test lint typecheck contracts pytest bench package clean
+.PHONY: setup system-packages run test test-fast lint typecheck contracts pytest bench package clean
 
 setup: system-packages $(STAMP)
 
@@ -57,6 +57,10 @@ pytest: setup
 	exit $$status
 
 test: lint typecheck contracts pytest
+
+# For a developer in a hurry: everything but the tests marked slow. CI runs `make test`, all of it.
+test-fast:
+	$(MAKE) test PYTEST_ARGS='-m "not slow"'
 
 bench: setup
 	$(PY) -m bench

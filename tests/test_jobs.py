@@ -263,3 +263,25 @@ def test_killing_the_worker_interrupts_and_resume_completes(
     done = get_job(context.database, job.id)
     assert done.status == "completed", done.error
     assert done.step == done.total_steps == interrupted.total_steps
+
+
+@pytest.mark.slow
+def test_a_hundred_real_tiny_jobs_on_two_workers(home, context, facts_dataset, tiny_model):
+    """Each job runs exactly once, none hits "database is locked", the database stays sound."""
+    jobs = [
+        _queue(context, facts_dataset, tiny_model, max_steps=2, save_steps=1000) for _ in range(100)
+    ]
+    result = mtm("worker", "run", "--until-idle", "--max-workers", "2", home=home, timeout=1800)
+    assert result.returncode == 0, result.stderr
+    assert "database is locked" not in result.stderr
+    finished = list_jobs(context.database)
+    assert {j.status for j in finished} == {"completed"}, {j.error for j in finished}
+    assert sorted(j.id for j in finished) == sorted(j.id for j in jobs)
+    assert all(j.step == j.total_steps == 2 and j.attempt == 1 for j in finished)
+    for job in jobs:  # started exactly once: one `started` event in each job's stream
+        events = (context.home.jobs / job.id / "events.jsonl").read_text().splitlines()
+        assert sum('"event":"started"' in line.replace(" ", "") for line in events) == 1
+    from sqlalchemy import text
+
+    with context.database.session() as session:
+        assert session.execute(text("PRAGMA integrity_check")).scalar() == "ok"
