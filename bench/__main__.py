@@ -118,6 +118,20 @@ def bench_dispatch() -> list[tuple[str, str, str, str]]:
     ]
 
 
+def bench_jobs_heartbeat() -> list[tuple[str, str, str, str]]:
+    result = run_child("bench.child_jobs_heartbeat")
+    worst = float(result.report["max_gap_ms"])
+    return [
+        (
+            "Longest GUI event-loop stall while two real tiny-model jobs stream progress "
+            f"into the window ({result.report['events']} events)",
+            f"{worst:.0f} ms (p99 {float(result.report['p99_gap_ms']):.0f} ms)",
+            "budget 50 ms",
+            "pass" if worst <= 50 else "FAIL",
+        )
+    ]
+
+
 def compile_sources() -> None:
     """Byte-compile app/ and ui/ as an installed package or the frozen app has them, even where
     PYTHONDONTWRITEBYTECODE keeps an editable checkout from caching its bytecode."""
@@ -152,7 +166,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument(
         "--only",
-        choices=["startup", "import", "heartbeat", "dispatch"],
+        choices=["startup", "import", "heartbeat", "dispatch", "jobs"],
         help="run one part; writes nothing",
     )
     options = parser.parse_args()
@@ -169,6 +183,8 @@ def main() -> int:
             rows += bench_heartbeat(options.records, home / "heartbeat")
         if options.only in (None, "dispatch"):
             rows += bench_dispatch()
+        if options.only in (None, "jobs"):
+            rows += bench_jobs_heartbeat()
     for what, figure, baseline, verdict in rows:
         print(f"{verdict:>8}  {what}: {figure}  [{baseline}]")
     if options.only is None:
