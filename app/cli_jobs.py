@@ -92,8 +92,9 @@ def _jobs_create(args: argparse.Namespace) -> int:
 
 
 def _jobs_list(args: argparse.Namespace) -> int:
-    from app.jobs.service import list_jobs
+    from app.jobs.service import interrupt_orphans, list_jobs
 
+    interrupt_orphans(args.context.database)  # whichever window or command looks first
     jobs = list_jobs(args.context.database, args.status)
     if args.json:
         print(json.dumps([job_summary(j, args.context) for j in jobs], indent=2))
@@ -106,8 +107,9 @@ def _jobs_list(args: argparse.Namespace) -> int:
 
 
 def _jobs_show(args: argparse.Namespace) -> int:
-    from app.jobs.service import get_job
+    from app.jobs.service import get_job, interrupt_orphans
 
+    interrupt_orphans(args.context.database)
     job = get_job(args.context.database, args.id)
     return _print_job(args, job, None)
 
