@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +36,35 @@ def database(home):  # type: ignore[no-untyped-def]
     db = open_database(home.database, home.backups)
     yield db
     db.close()
+
+
+@pytest.fixture
+def context(home):  # type: ignore[no-untyped-def]
+    """The app opened on `home` (logs, migrated database, settings), closed after the test."""
+    from app.context import AppContext
+
+    ctx = AppContext.open(home.root)
+    yield ctx
+    ctx.close()
+
+
+def run_app(*args: str, home: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """`python -m app ARGS` in a subprocess, offscreen, on the data folder `home`."""
+    env = {
+        **os.environ,
+        "QT_QPA_PLATFORM": "offscreen",
+        "MTM_HOME": str(home),
+        "HF_HUB_OFFLINE": "1",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 @pytest.fixture

@@ -11,20 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REAL_DATA, REPO_ROOT
-
-
-def run_app(*args: str, home: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "MTM_HOME": str(home)}
-    return subprocess.run(
-        [sys.executable, "-m", "app", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+from tests.conftest import REAL_DATA, REPO_ROOT, run_app
 
 
 def test_smoke_opens_the_window_paints_and_exits_without_heavy_modules(tmp_path):

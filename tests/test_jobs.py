@@ -11,7 +11,6 @@ import time
 
 import pytest
 
-from app.context import AppContext
 from app.datasets.importer import ImportOptions, import_dataset
 from app.datasets.repository import delete_dataset
 from app.errors import BadInputError, ConflictError
@@ -28,7 +27,7 @@ from app.jobs.service import (
     retry_job,
 )
 from tests import training_fixtures
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, run_app
 from tests.training_fixtures import FACTS
 
 tiny_model = training_fixtures.tiny_model
@@ -41,13 +40,6 @@ FAST = {
     "lora_dropout": 0.0,
     "epochs": 1,
 }
-
-
-@pytest.fixture
-def context(home):
-    ctx = AppContext.open(home.root)
-    yield ctx
-    ctx.close()
 
 
 @pytest.fixture
@@ -64,21 +56,7 @@ def _queue(context, dataset, tiny_model, **changes):
 
 
 def mtm(*args, home, timeout=300):
-    env = {
-        **os.environ,
-        "QT_QPA_PLATFORM": "offscreen",
-        "MTM_HOME": str(home.root),
-        "HF_HUB_OFFLINE": "1",
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "app", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return run_app(*args, home=home.root, timeout=timeout)
 
 
 # --- the state machine -------------------------------------------------------------------------

@@ -22,13 +22,6 @@ WAIT_MS = 30_000
 
 
 @pytest.fixture
-def context(home):
-    ctx = AppContext.open(home.root)
-    yield ctx
-    ctx.close()
-
-
-@pytest.fixture
 def window(qtbot, context):
     win = MainWindow(context)
     qtbot.addWidget(win)
@@ -78,7 +71,7 @@ def test_window_has_the_five_tabs_shortcuts_and_an_icon(window):
 
 
 def test_unbuilt_tabs_say_so_and_invent_nothing(window):
-    for tab in (window.jobs_tab, window.models_tab):
+    for tab in (window.models_tab,):
         html = " ".join(label.text() for label in tab.findChildren(type(window.home_label)))
         text = re.sub(r"<[^>]+>", "", html)
         assert "not built yet" in text

@@ -14,20 +14,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text
 
-from app.context import AppContext
 from app.datasets.importer import ImportOptions, import_dataset
 from app.db.models import Job
 from app.jobs.service import NewJob, create_job, get_job, list_jobs, retry_job
 from app.workers.pool import WorkerPool
 
 WAIT_MS = 120_000
-
-
-@pytest.fixture
-def context(home):
-    ctx = AppContext.open(home.root)
-    yield ctx
-    ctx.close()
 
 
 @pytest.fixture
@@ -194,21 +186,10 @@ emit(event="finished", status="completed")
 
 
 def test_pause_resume_and_status_across_processes(qtbot, context, dataset, tmp_path, home):
-    import subprocess
-
-    from tests.conftest import REPO_ROOT
+    from tests.conftest import run_app
 
     def mtm(*args):
-        env = {**__import__("os").environ, "MTM_HOME": str(home.root)}
-        return subprocess.run(
-            [sys.executable, "-m", "app", *args],
-            cwd=REPO_ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=120,
-        )
+        return run_app(*args, home=home.root)
 
     command = stand_in(tmp_path, EMIT + "emit(event='finished', status='completed')\n")
     pool = WorkerPool(context.database, context.home, 2, command=command)
