@@ -44,8 +44,9 @@ def main() -> int:
         window.grab().save(str(OUT / "dashboard.png"))
         tab = window.datasets_tab
         window.tabs.setCurrentWidget(tab)
-        tab.table.selectRow(tab.model.row_of(next(d.id for d in tab.model._datasets
-                                                  if d.format == "sharegpt")))
+        tab.table.selectRow(
+            tab.model.row_of(next(d.id for d in tab.model._datasets if d.format == "sharegpt"))
+        )
         tab.preview_table.selectRow(0)
         settle(app)
         window.grab().save(str(OUT / "datasets.png"))
@@ -53,7 +54,7 @@ def main() -> int:
         csv.write_text(
             "question,answer,category\n"
             "How do I reset my password?,Open Settings and choose Reset password.,account\n"
-            "Can I export my data?,\"Yes: File, then Export, as CSV or JSON.\",data\n"
+            'Can I export my data?,"Yes: File, then Export, as CSV or JSON.",data\n'
             "Where are invoices?,Invoices are under Billing.,billing\n",
             encoding="utf-8",
         )

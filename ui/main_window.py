@@ -6,10 +6,11 @@ from pathlib import Path
 
 from PySide6.QtCore import QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
-from PySide6.QtWidgets import QLabel, QMainWindow, QMessageBox, QTabWidget
+from PySide6.QtWidgets import QLabel, QMainWindow, QMessageBox, QSystemTrayIcon, QTabWidget
 
 from app import APP_NAME
 from app.context import AppContext
+from app.jobs.lifecycle import JobStatus
 from app.settings import AppSettings
 from app.workers.background import TaskRunner
 from app.workers.pool import WorkerPool
@@ -17,6 +18,7 @@ from ui.dashboard_tab import DashboardTab
 from ui.datasets_tab import DatasetsTab
 from ui.dialogs import show_about
 from ui.icons import app_icon
+from ui.jobs_tab import JobsTab
 from ui.settings_tab import SettingsTab
 from ui.unbuilt_tab import UnbuiltFeatureTab
 
@@ -43,13 +45,9 @@ class MainWindow(QMainWindow):
 
     def _build_tabs(self) -> None:
         self.tabs = QTabWidget()
-        self.dashboard_tab = DashboardTab(self.context)
+        self.dashboard_tab = DashboardTab(self.context, self.runner, self.pool)
         self.datasets_tab = DatasetsTab(self.context, self.runner)
-        self.jobs_tab = UnbuiltFeatureTab(
-            "Jobs",
-            "Training jobs are not built yet. This tab will start, watch, stop, resume and retry "
-            "LoRA, QLoRA and full fine-tuning runs once the training engine lands.",
-        )
+        self.jobs_tab = JobsTab(self.context, self.runner, self.pool)
         self.models_tab = UnbuiltFeatureTab(
             "Models",
             "The Ollama integration is not built yet. This tab will list the models Ollama has, "
@@ -69,6 +67,9 @@ class MainWindow(QMainWindow):
         self.datasets_tab.status_message.connect(self.show_status)
         self.settings_tab.status_message.connect(self.show_status)
         self.settings_tab.settings_saved.connect(self.on_settings_saved)
+        self.jobs_tab.status_message.connect(self.show_status)
+        self.jobs_tab.jobs_changed.connect(self.dashboard_tab.refresh)
+        self.pool.job_finished.connect(self.on_pool_job_finished)
 
     def _build_menus(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
@@ -102,6 +103,25 @@ class MainWindow(QMainWindow):
 
     def on_settings_saved(self, settings: AppSettings) -> None:
         self.pool.set_max_workers(settings.max_concurrent_jobs)
+
+    def on_pool_job_finished(self, job_id: str, status: str) -> None:
+        """A desktop notification when a job completes or fails (the status bar says it too)."""
+        if status not in (JobStatus.COMPLETED, JobStatus.FAILED):
+            return
+        failed = status == JobStatus.FAILED
+        name = self.jobs_tab.job_name(job_id)
+        text = f"Training job {name} {status}." + (" The Jobs tab says why." if failed else "")
+        self.show_status(text)
+        if QSystemTrayIcon.isSystemTrayAvailable() and QSystemTrayIcon.supportsMessages():
+            icon = QSystemTrayIcon.MessageIcon
+            self._tray().showMessage(APP_NAME, text, icon.Warning if failed else icon.Information)
+
+    def _tray(self) -> QSystemTrayIcon:
+        tray: QSystemTrayIcon | None = getattr(self, "_tray_icon", None)
+        if tray is None:  # made on the first notification: most sessions never need one
+            tray = self._tray_icon = QSystemTrayIcon(app_icon(), self)
+            tray.show()
+        return tray
 
     def on_import_action_triggered(self) -> None:
         self.tabs.setCurrentWidget(self.datasets_tab)

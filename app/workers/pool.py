@@ -106,6 +106,7 @@ class WorkerPool(QObject):
             found = discover_gpus()
             self._gpus = GpuAllocator(found) if found else None
         self._publish_state()
+        self.state_changed.emit()  # orphans may have just become interrupted
         self.dispatch()
 
     @property
