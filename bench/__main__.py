@@ -132,6 +132,41 @@ def bench_jobs_heartbeat() -> list[tuple[str, str, str, str]]:
     ]
 
 
+def bench_jobs_tab() -> list[tuple[str, str, str, str]]:
+    result = run_child("bench.child_jobs_tab")
+    opened, filtered = float(result.report["open_median_s"]), float(result.report["filter_max_s"])
+    return [
+        (
+            "Open the Jobs tab with 10,000 jobs in the database (read, fill, paint), median of 5",
+            f"{opened * 1000:.0f} ms",
+            "budget 300 ms",
+            "pass" if opened < 0.3 else "FAIL",
+        ),
+        (
+            "Apply a name filter to those 10,000 jobs (filter and paint), worst of 15",
+            f"{filtered * 1000:.0f} ms (median "
+            f"{float(result.report['filter_median_s']) * 1000:.0f} ms)",
+            "budget 100 ms",
+            "pass" if filtered < 0.1 else "FAIL",
+        ),
+    ]
+
+
+def bench_two_jobs() -> list[tuple[str, str, str, str]]:
+    result = run_child("bench.child_two_jobs")
+    ratio = float(result.report["ratio"])
+    pair = " + ".join(f"{float(v):.0f}" for v in result.report["pair"])  # type: ignore[attr-defined]
+    return [
+        (
+            "Two SmolLM2-135M LoRA jobs at once against one alone (tokens per second, the "
+            "trainers' own figures)",
+            f"{pair} = {float(result.report['together']):.0f} tok/s together ({ratio:.2f}x)",
+            f"one job alone {float(result.report['alone']):.0f} tok/s; budget 0.9x",
+            "pass" if ratio >= 0.9 else "FAIL",
+        )
+    ]
+
+
 def compile_sources() -> None:
     """Byte-compile app/ and ui/ as an installed package or the frozen app has them, even where
     PYTHONDONTWRITEBYTECODE keeps an editable checkout from caching its bytecode."""
@@ -184,7 +219,7 @@ def main() -> int:
         if options.only in (None, "dispatch"):
             rows += bench_dispatch()
         if options.only in (None, "jobs"):
-            rows += bench_jobs_heartbeat()
+            rows += bench_jobs_tab() + bench_jobs_heartbeat() + bench_two_jobs()
     for what, figure, baseline, verdict in rows:
         print(f"{verdict:>8}  {what}: {figure}  [{baseline}]")
     if options.only is None:
