@@ -329,3 +329,53 @@ def test_the_output_layer_on_learned_tokens_only_gives_the_losses_of_full_logits
     monkeypatch.setattr(loop, "_PLAIN_HEADS", frozenset())
     full = train_in_process(make_job(tmp_path / "b", tiny_model, facts, max_steps=4))
     assert losses_by_step(shortcut) == pytest.approx(losses_by_step(full), rel=1e-5)
+
+
+def test_a_gguf_base_is_converted_once_per_content_and_the_folder_reused(tmp_path, monkeypatch):
+    from app.training import base_model
+
+    converted: list[str] = []
+
+    def convert(gguf, target):
+        converted.append(gguf.name)
+        (target / "config.json").write_text("{}")
+
+    monkeypatch.setattr(base_model, "convert_gguf", convert)
+    cache = tmp_path / "models"
+    first = tmp_path / "a.gguf"
+    first.write_bytes(b"GGUF" + b"\0" * 100)
+    folder = base_model.resolve_base(str(first), cache)
+    assert base_model.resolve_base(str(first), cache) == folder
+    copy = tmp_path / "copy-of-a.gguf"
+    copy.write_bytes(first.read_bytes())
+    assert base_model.resolve_base(str(copy), cache) == folder  # keyed by content, not name
+    first.write_bytes(b"GGUF" + b"\1" * 100)
+    assert base_model.resolve_base(str(first), cache) != folder  # changed content: converted anew
+    assert converted == ["a.gguf", "a.gguf"]
+    assert not [p for p in cache.iterdir() if p.name.startswith(".")]  # no staging left behind
+
+
+def test_the_schedules_are_those_of_transformers():
+    from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
+
+    from app.jobs.spec import TrainingHyperparameters
+    from app.training.loop import make_scheduler
+
+    for name, theirs in (
+        ("cosine", get_cosine_schedule_with_warmup),
+        ("linear", get_linear_schedule_with_warmup),
+    ):
+        weight = [torch.nn.Parameter(torch.zeros(1))]
+        ours_optimizer, their_optimizer = (
+            torch.optim.SGD(weight, lr=1.0),
+            torch.optim.SGD(weight, lr=1.0),
+        )
+        ours = make_scheduler(
+            ours_optimizer, TrainingHyperparameters(warmup_ratio=0.1, scheduler=name), 50
+        )
+        reference = theirs(their_optimizer, 5, 50)
+        for _ in range(50):
+            assert ours.get_last_lr() == pytest.approx(reference.get_last_lr(), abs=1e-12)
+            for optimizer, scheduler in ((ours_optimizer, ours), (their_optimizer, reference)):
+                optimizer.step()
+                scheduler.step()

@@ -154,3 +154,70 @@ def test_a_job_folder_that_does_not_exist_is_reported_too(tmp_path):
     )
     assert result.returncode == 3
     assert "cannot be read" in parse_event(result.stdout).message
+
+
+def test_the_frozen_build_flag_runs_the_same_trainer(tmp_path):
+    job = tmp_path / "job"
+    job.mkdir()
+    (job / "spec.json").write_text("[]")
+    result = subprocess.run(
+        [sys.executable, "-m", "app", "--run-training", "--job-dir", str(job)],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 3
+    assert parse_event(result.stdout).kind == "bad_spec"
+
+
+def test_a_channel_whose_reader_closed_stops_the_run_and_keeps_writing_the_file(tmp_path):
+    from app.events import LogEvent
+    from app.training.channel import EventChannel, StopRequest
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    stop = StopRequest()
+    channel = EventChannel(write_end, tmp_path / "events.jsonl", stop)
+    try:
+        channel.emit(LogEvent(message="one"))
+        channel.emit(LogEvent(message="two"))
+    finally:
+        channel.close()
+        os.close(write_end)
+    assert stop.reason == "interrupted" and channel.fd is None
+    assert [e.message for e in read_events_file(tmp_path)] == ["one", "two"]
+
+
+def test_a_stop_keeps_its_first_reason():
+    from app.training.channel import StopRequest
+
+    stop = StopRequest()
+    stop.request("cancelled")
+    stop.request("interrupted")
+    assert stop.reason == "cancelled"
+
+
+def test_progress_is_due_at_first_then_a_few_times_a_second_and_always_at_the_end():
+    from app.training.channel import ProgressThrottle
+
+    throttle = ProgressThrottle(interval_s=60)
+    assert throttle.due()
+    assert not throttle.due()
+    assert throttle.due(final=True)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        MemoryError(),
+        RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 GB"),
+        RuntimeError("MPS backend out of memory (MPS allocated: 17 GB)"),
+    ],
+)
+def test_every_kind_of_out_of_memory_is_recognised(error):
+    from app.training.errors import error_event
+
+    event = error_event(error, "cpu")
+    assert event.kind == "out_of_memory" and "cpu's memory" in event.message

@@ -47,7 +47,22 @@ FACTS = [
 
 def _corpus() -> list[str]:
     words = [text for pair in FACTS for text in pair]
-    extra = "the quick brown fox jumps over the lazy dog while models learn from data".split()
+    extra = [
+        "the",
+        "quick",
+        "brown",
+        "fox",
+        "jumps",
+        "over",
+        "the",
+        "lazy",
+        "dog",
+        "while",
+        "models",
+        "learn",
+        "from",
+        "data",
+    ]
     return words * 20 + [" ".join(extra)] * 20 + ["system user assistant tool"] * 20
 
 

@@ -55,8 +55,9 @@ class EventChannel:
         with self._lock:
             if self._file is not None:
                 _write_all(self._file, line)
-            if self._fd is not None:
-                self._send(line)
+            fd = self._fd  # once: the watcher thread may drop the reader meanwhile
+            if fd is not None:
+                self._send(fd, line)
 
     def lose_reader(self) -> None:
         """The reader is gone: stop writing to it, and stop the run."""
@@ -73,10 +74,9 @@ class EventChannel:
     def fd(self) -> int | None:
         return self._fd
 
-    def _send(self, line: bytes) -> None:
-        assert self._fd is not None
+    def _send(self, fd: int, line: bytes) -> None:
         try:
-            _write_all(self._fd, line)
+            _write_all(fd, line)
         except OSError:  # EPIPE where the reader closed its end; EINVAL on Windows
             self.lose_reader()
 

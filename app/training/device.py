@@ -56,10 +56,12 @@ def _choose_device(requested: Device, method: Method) -> torch.device:
             "QLoRA needs an NVIDIA GPU with CUDA and this machine has none: choose LoRA "
             "(same adapter, without 4-bit weights) or full fine-tuning instead.",
         )
-    if requested == "auto":
-        return torch.device(_best_available())
-    _check_available(requested)
-    return torch.device(requested)
+    kind = _best_available() if requested == "auto" else requested
+    _check_available(kind)
+    # An index for CUDA: weights are placed on exactly this device (the worker sets which).
+    return (
+        torch.device("cuda", torch.cuda.current_device()) if kind == "cuda" else torch.device(kind)
+    )
 
 
 def _best_available() -> str:
@@ -70,7 +72,7 @@ def _best_available() -> str:
     return "cpu"
 
 
-def _check_available(requested: Device) -> None:
+def _check_available(requested: str) -> None:
     if requested == "cuda" and not torch.cuda.is_available():
         raise TrainingError(
             "device_unavailable",

@@ -13,13 +13,12 @@ from dataclasses import dataclass
 
 import torch
 from torch.nn import functional
-from transformers import PreTrainedModel, get_scheduler
+from transformers import PreTrainedModel
 
 from app.jobs.spec import TrainingHyperparameters
 from app.training.batching import Batch, BatchPlan
 from app.training.device import Placement
 
-_SCHEDULERS = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
 # Architectures whose logits are exactly lm_head(last hidden state): no soft-capping or scaling.
 _PLAIN_HEADS = frozenset(
     {"llama", "mistral", "qwen2", "qwen3", "phi3", "smollm3", "olmo2", "starcoder2", "gemma"}
@@ -52,13 +51,22 @@ def make_optimizer(model: torch.nn.Module, hyper: TrainingHyperparameters) -> to
 def make_scheduler(
     optimizer: torch.optim.Optimizer, hyper: TrainingHyperparameters, total_steps: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    scheduler: torch.optim.lr_scheduler.LambdaLR = get_scheduler(
-        _SCHEDULERS[hyper.scheduler],
-        optimizer,
-        num_warmup_steps=math.ceil(hyper.warmup_ratio * total_steps),
-        num_training_steps=total_steps,
-    )
-    return scheduler
+    """Linear warm-up, then cosine or linear decay to 0 (or constant), as transformers defines
+    them; a function of the step alone, so a checkpoint needs only the scheduler's step."""
+    warmup = math.ceil(hyper.warmup_ratio * total_steps)
+    decay = hyper.scheduler
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return step / max(1, warmup)
+        if decay == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        if decay == "linear":
+            return max(0.0, 1.0 - progress)
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 class StepRunner:

@@ -56,7 +56,8 @@ def _save_adapter(
     assert isinstance(model, PeftModel)
     # The user's name for the base (a GGUF path or a hub id), not the converted cache folder.
     model.peft_config["default"].base_model_name_or_path = spec.base_model
-    model.save_pretrained(str(folder), safe_serialization=True)
+    # Embeddings are never adapted here; "auto" would look the base up, on the hub for an id.
+    model.save_pretrained(str(folder), safe_serialization=True, save_embedding_layers=False)
     tokenizer.save_pretrained(str(folder))
 
 
