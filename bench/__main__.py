@@ -201,7 +201,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument(
         "--only",
-        choices=["startup", "import", "heartbeat", "dispatch", "jobs"],
+        choices=["startup", "import", "heartbeat", "dispatch", "jobs", "training"],
         help="run one part; writes nothing",
     )
     options = parser.parse_args()
@@ -220,6 +220,11 @@ def main() -> int:
             rows += bench_dispatch()
         if options.only in (None, "jobs"):
             rows += bench_jobs_tab() + bench_jobs_heartbeat() + bench_two_jobs()
+        if options.only in (None, "training"):
+            from bench import train_batching, train_overhead
+
+            rows += train_overhead.rows(home / "train-overhead")
+            rows += train_batching.rows(home / "train-batching")
     for what, figure, baseline, verdict in rows:
         print(f"{verdict:>8}  {what}: {figure}  [{baseline}]")
     if options.only is None:

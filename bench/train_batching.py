@@ -14,11 +14,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from app.settings import Hyperparameters
 from bench.train_support import alpaca_records, make_job, run_runner
 
 EXAMPLES = 48
 BATCH = 8
-LENGTH = 256
+LENGTH = Hyperparameters().max_seq_length  # the app's default: what "pad to the maximum" costs
 REQUIRED = 1.5
 
 Row = tuple[str, str, str, str]
