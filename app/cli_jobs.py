@@ -52,6 +52,20 @@ def add_job_commands(groups: Any, common: argparse.ArgumentParser) -> None:
         command.add_argument("id")
         command.add_argument("--json", action="store_true")
         command.set_defaults(handler=handler)
+    move = commands.add_parser("move", parents=[common], help="change a queued job's place")
+    move.add_argument("id")
+    where = move.add_mutually_exclusive_group(required=True)
+    for direction, text in (
+        ("up", "one place up"),
+        ("down", "one place down"),
+        ("front", "to the front: it starts next"),
+        ("back", "to the back"),
+    ):
+        where.add_argument(
+            f"--{direction}", dest="move", action="store_const", const=direction, help=text
+        )
+    move.add_argument("--json", action="store_true")
+    move.set_defaults(handler=_jobs_move)
     worker = groups.add_parser("worker", help="run the job queue headless")
     worker_commands = worker.add_subparsers(dest="command", required=True, metavar="ACTION")
     run = worker_commands.add_parser("run", parents=[common], help="run queued jobs")
@@ -92,12 +106,13 @@ def _jobs_create(args: argparse.Namespace) -> int:
 
 
 def _jobs_list(args: argparse.Namespace) -> int:
-    from app.jobs.service import interrupt_orphans, list_jobs
+    from app.jobs.service import interrupt_orphans, list_jobs, queue_places
 
     interrupt_orphans(args.context.database)  # whichever window or command looks first
     jobs = list_jobs(args.context.database, args.status)
     if args.json:
-        print(json.dumps([job_summary(j, args.context) for j in jobs], indent=2))
+        places = queue_places(args.context.database)
+        print(json.dumps([job_summary(j, args.context, places) for j in jobs], indent=2))
         return 0
     if not jobs:
         print("No jobs yet; queue one with: mtm jobs create --dataset ID --base-model MODEL")
@@ -136,6 +151,14 @@ def _jobs_retry(args: argparse.Namespace) -> int:
     return _print_job(args, job, f"Queued {job.id} again from the start (attempt {job.attempt}).")
 
 
+def _jobs_move(args: argparse.Namespace) -> int:
+    from app.jobs.service import QueueMove, move_job, queue_places
+
+    job = move_job(args.context.database, args.context.home, args.id, QueueMove(args.move))
+    place = queue_places(args.context.database).get(job.id)
+    return _print_job(args, job, f"Job {job.id} is now number {place} in the queue.")
+
+
 def _jobs_delete(args: argparse.Namespace) -> int:
     from app.jobs.service import delete_job, get_job
 
@@ -161,9 +184,12 @@ def _print_job(args: argparse.Namespace, job: Any, text: str | None) -> int:
     return 0
 
 
-def job_summary(job: Any, context: Any) -> dict[str, Any]:
-    """The JSON shape of a job in `mtm jobs ... --json`."""
-    from app.jobs.service import job_dir
+def job_summary(job: Any, context: Any, places: dict[str, int] | None = None) -> dict[str, Any]:
+    """The JSON shape of a job in `mtm jobs ... --json`; `places` are the queue's (1 = next)."""
+    from app.jobs.service import job_dir, queue_places
+
+    if places is None:
+        places = queue_places(context.database) if job.status == "queued" else {}
 
     def iso(value: Any) -> str | None:
         return None if value is None else value.isoformat()
@@ -186,6 +212,7 @@ def job_summary(job: Any, context: Any) -> dict[str, Any]:
         "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),
         "error": job.error,
+        "queue_place": places.get(job.id),
         "artifacts": job.artifacts,
         "job_dir": str(job_dir(context.home, job.id)),
     }

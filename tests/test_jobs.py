@@ -23,6 +23,9 @@ from app.jobs.service import (
     get_job,
     interrupt_orphans,
     list_jobs,
+    move_job,
+    queue_places,
+    queued_in_order,
     resume_job,
     retry_job,
 )
@@ -163,6 +166,57 @@ def test_claims_are_exclusive(context, facts_dataset, tiny_model):
     first = _queue(context, facts_dataset, tiny_model)
     assert claim_next(context.database, "a").id == first.id
     assert claim_next(context.database, "b") is None
+
+
+# --- the queue's order ---------------------------------------------------------------------------
+
+
+def _order(context):
+    return [job.id for job in queued_in_order(context.database)]
+
+
+def test_the_queue_can_be_reordered_and_the_dispatcher_follows_it(
+    context, facts_dataset, tiny_model
+):
+    a, b, c = (_queue(context, facts_dataset, tiny_model) for _ in range(3))
+    assert _order(context) == [a.id, b.id, c.id]  # oldest first until the user says otherwise
+    move_job(context.database, context.home, c.id, "front")
+    assert _order(context) == [c.id, a.id, b.id]
+    move_job(context.database, context.home, a.id, "down")
+    assert _order(context) == [c.id, b.id, a.id]
+    move_job(context.database, context.home, a.id, "down")  # already last: stays
+    assert _order(context) == [c.id, b.id, a.id]
+    move_job(context.database, context.home, b.id, "up")
+    assert _order(context) == [b.id, c.id, a.id]
+    move_job(context.database, context.home, b.id, "back")
+    assert _order(context) == [c.id, a.id, b.id]
+    assert queue_places(context.database) == {c.id: 1, a.id: 2, b.id: 3}
+    assert claim_next(context.database, "test").id == c.id
+
+
+def test_a_job_queued_again_goes_to_the_back(context, facts_dataset, tiny_model):
+    a, b = (_queue(context, facts_dataset, tiny_model) for _ in range(2))
+    cancel_job(context.database, a.id)
+    resume_job(context.database, context.home, a.id)
+    assert _order(context) == [b.id, a.id]
+
+
+def test_only_queued_jobs_can_be_moved(context, facts_dataset, tiny_model):
+    job = _queue(context, facts_dataset, tiny_model)
+    claim_next(context.database, "test")
+    with pytest.raises(ConflictError, match="only queued jobs have a place in the queue"):
+        move_job(context.database, context.home, job.id, "up")
+
+
+def test_cli_moves_a_job_to_the_front(home, context, facts_dataset, tiny_model):
+    first, second = (_queue(context, facts_dataset, tiny_model) for _ in range(2))
+    moved = mtm("jobs", "move", second.id, "--front", "--json", home=home)
+    assert moved.returncode == 0, moved.stderr
+    assert json.loads(moved.stdout)["queue_place"] == 1
+    listed = json.loads(mtm("jobs", "list", "--json", home=home).stdout)
+    assert {job["id"]: job["queue_place"] for job in listed} == {second.id: 1, first.id: 2}
+    refused = mtm("jobs", "move", second.id, home=home)
+    assert refused.returncode == 2 and "one of the arguments" in refused.stderr
 
 
 # --- real jobs through the real pool -----------------------------------------------------------

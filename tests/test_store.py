@@ -170,3 +170,27 @@ def test_logs_are_json_lines_in_the_data_folder(home):
     records = [json.loads(line) for line in lines]
     hello = next(r for r in records if r["message"] == "hello")
     assert hello["level"] == "info" and hello["dataset"] == "abc" and "time" in hello
+
+
+def test_upgrading_keeps_the_queue_oldest_first(home):
+    """Jobs queued under revision 0002 get queue positions in their creation order."""
+    from alembic import command
+
+    from app.db.migrate import _alembic_config
+
+    command.upgrade(_alembic_config(home.database), "0002_jobs")
+    with sqlite3.connect(home.database) as connection:
+        for job_id, created in (("late", "2026-01-02 00:00:00"), ("early", "2026-01-01 00:00:00")):
+            connection.execute(
+                "INSERT INTO jobs (id, name, dataset_name, base_model, method, spec, status, "
+                "attempt, step, total_steps, artifacts, summary, created_at) "
+                "VALUES (?, ?, 'd', 'm', 'lora', '{}', 'queued', 1, 0, 0, '{}', '{}', ?)",
+                (job_id, job_id, created),
+            )
+    database = open_database(home.database, home.backups)
+    try:
+        from app.jobs.service import queued_in_order
+
+        assert [job.id for job in queued_in_order(database)] == ["early", "late"]
+    finally:
+        database.close()

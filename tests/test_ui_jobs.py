@@ -318,6 +318,30 @@ def test_cancel_a_queued_job_duplicate_it_and_delete_it(qtbot, window, facts_dat
     assert not window.pool.paused
 
 
+def test_the_queue_is_reordered_from_the_detail_pane(qtbot, window, facts_dataset, tiny_model):
+    window.dashboard_tab.pause_button.click()  # nothing starts: the order is what we watch
+    tab = window.jobs_tab
+    first = _queue_through_dialog(qtbot, window, tiny_model)
+    second = _queue_through_dialog(qtbot, window, tiny_model)
+    progress = JobTableModel.PROGRESS_COLUMN
+
+    def place(job_id: str) -> str:
+        return tab.model.data(tab.model.index(tab.model.row_of(job_id), progress))
+
+    qtbot.waitUntil(lambda: place(second) == "#2 in queue", timeout=WAIT_MS)
+    tab.select_job(second)
+    qtbot.waitUntil(
+        lambda: tab.detail.job is not None and tab.detail.job.id == second, timeout=WAIT_MS
+    )
+    assert tab.detail.queue_button.isEnabled()
+    tab.detail.move_actions["front"].trigger()
+    qtbot.waitUntil(lambda: place(second) == "#1 in queue", timeout=WAIT_MS)
+    assert place(first) == "#2 in queue"
+    from app.jobs.service import next_queued
+
+    assert next_queued(window.context.database).id == second  # the pool starts it next
+
+
 def test_the_dialog_refuses_bad_values_beside_the_form(qtbot, window, facts_dataset, tiny_model):
     dialog = _open_dialog(qtbot, window.jobs_tab)
     assert dialog.dataset_id == facts_dataset.id

@@ -344,3 +344,15 @@ def test_gpus_are_found_with_nvidia_smi(tmp_path, monkeypatch):
         (0, "NVIDIA H200", 143771, 1024),
         (1, "NVIDIA H200", 143771, 0),
     ]
+
+
+def test_stopping_a_job_the_moment_it_starts_frees_its_slot(qtbot, context, dataset, tmp_path):
+    command = stand_in(tmp_path, EMIT + "time.sleep(30)\n")
+    [job] = queue(context, dataset)
+    pool = WorkerPool(context.database, context.home, 1, command=command)
+    pool.start()
+    qtbot.waitUntil(lambda: bool(pool.running_jobs), timeout=5000)
+    pool.stop_all()  # before the trainer has even spawned, or just after
+    qtbot.waitUntil(lambda: not pool.running_jobs, timeout=10_000)
+    assert get_job(context.database, job.id).status == "interrupted"
+    assert pool.shutdown()

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QUrl
-from PySide6.QtGui import QColor, QDesktopServices, QPalette
+from PySide6.QtGui import QAction, QColor, QDesktopServices, QPalette
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QMenu,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
@@ -157,10 +158,12 @@ class JobDetailPane(QWidget):
         self.duplicate_button.setToolTip("A new job with the same settings, to change and queue")
         self.delete_button = QPushButton("Delete…")
         self.delete_button.setToolTip("Remove the job and its files")
+        self.queue_button = self._build_queue_button()
         self.action_buttons = (
             self.cancel_button,
             self.resume_button,
             self.retry_button,
+            self.queue_button,
             self.duplicate_button,
             self.delete_button,
         )
@@ -168,6 +171,22 @@ class JobDetailPane(QWidget):
             row.addWidget(button)
         row.addStretch(1)
         return row
+
+    def _build_queue_button(self) -> QPushButton:
+        """A queued job's place: up, down, to the front or the back (the tab connects them)."""
+        button = QPushButton("Queue")
+        button.setToolTip("Change when this queued job starts")
+        menu = QMenu(button)
+        self.move_actions: dict[str, QAction] = {}
+        for move, text in (
+            ("front", "Start next"),
+            ("up", "Move up"),
+            ("down", "Move down"),
+            ("back", "Move to the back"),
+        ):
+            self.move_actions[move] = menu.addAction(text)
+        button.setMenu(menu)
+        return button
 
     def _build_progress(self) -> QVBoxLayout:
         box = QVBoxLayout()
@@ -366,6 +385,7 @@ class JobDetailPane(QWidget):
         self.cancel_button.setEnabled(status in ACTIVE)
         self.resume_button.setEnabled(status in RESUMABLE)
         self.retry_button.setEnabled(status in RETRYABLE)
+        self.queue_button.setEnabled(status == JobStatus.QUEUED)
         self.duplicate_button.setEnabled(job is not None)
         self.delete_button.setEnabled(job is not None and status != JobStatus.RUNNING)
 

@@ -77,6 +77,9 @@ class JobRow:
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    queue_position: float | None = None
+    # 1 for the queued job that starts next; set from queue_position when rows are read.
+    queue_place: int | None = None
 
     @property
     def progress(self) -> float | None:
@@ -91,7 +94,7 @@ class JobRow:
         return max(0.0, (end - self.started_at).total_seconds())
 
 
-_ROW_FIELDS = [f.name for f in fields(JobRow)]
+_ROW_FIELDS = [f.name for f in fields(JobRow) if f.name != "queue_place"]
 
 
 def _row_query() -> Select[Any]:
@@ -100,7 +103,17 @@ def _row_query() -> Select[Any]:
 
 def _read_rows(database: Database, query: Select[Any]) -> list[JobRow]:
     with database.session() as session:
-        return [JobRow(*row) for row in session.execute(query)]
+        rows = [JobRow(*row) for row in session.execute(query)]
+    number_the_queue(rows)
+    return rows
+
+
+def number_the_queue(rows: list[JobRow]) -> None:
+    """Set each queued row's place in the queue (among the rows given)."""
+    queued = [row for row in rows if row.status == JobStatus.QUEUED]
+    queued.sort(key=lambda row: (row.queue_position or 0.0, row.created_at, row.id))
+    for place, row in enumerate(queued, start=1):
+        row.queue_place = place
 
 
 def load_job_rows(database: Database) -> list[JobRow]:
@@ -391,6 +404,8 @@ def display_text(job: JobRow, column: int) -> str:
 
 
 def progress_text(job: JobRow) -> str:
+    if job.status == JobStatus.QUEUED and job.queue_place is not None:
+        return f"#{job.queue_place} in queue"
     if job.total_steps:
         return f"{job.step:,} / {job.total_steps:,}"
     return "starting…" if job.status == JobStatus.RUNNING else ""
@@ -399,6 +414,8 @@ def progress_text(job: JobRow) -> str:
 def sort_key(job: JobRow, column: int) -> Any:
     """What a column sorts by: numbers as numbers, missing values first."""
     if column == 5:
+        if job.queue_place is not None:  # queued jobs sort before started ones, in queue order
+            return -1.0 - 1.0 / job.queue_place
         return job.progress if job.progress is not None else -1.0
     numbers = {6: job.loss, 7: job.tokens_per_second, 8: job.eta_seconds}
     if column in numbers:

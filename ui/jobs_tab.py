@@ -31,7 +31,14 @@ from app.context import AppContext
 from app.db.models import Job
 from app.events import Event
 from app.jobs.lifecycle import JobStatus
-from app.jobs.service import cancel_job, delete_job, resume_job, retry_job
+from app.jobs.service import (
+    QueueMove,
+    cancel_job,
+    delete_job,
+    move_job,
+    resume_job,
+    retry_job,
+)
 from app.workers.background import TaskFailure, TaskRunner
 from app.workers.pool import WorkerPool
 from ui.dialogs import confirm, show_error
@@ -188,6 +195,8 @@ class JobsTab(QWidget):
         detail.retry_button.clicked.connect(self.on_retry_button_clicked)
         detail.duplicate_button.clicked.connect(self.on_duplicate_button_clicked)
         detail.delete_button.clicked.connect(self.on_delete_button_clicked)
+        for move, action in detail.move_actions.items():
+            action.triggered.connect(lambda _checked=False, move=move: self.move_selected(move))
 
     # --- reading the jobs --------------------------------------------------------------------
 
@@ -359,6 +368,14 @@ class JobsTab(QWidget):
             self._run_action(
                 lambda: retry_job(database, home, job_id), done, dispatch=True, fresh=True
             )
+
+    def move_selected(self, move: str) -> None:
+        """Move the shown queued job in the queue; the dispatcher follows the new order."""
+        job = self.detail.job
+        if job is not None:
+            database, home, job_id = self._context.database, self._context.home, job.id
+            done = f"Moved {job.name} in the queue."
+            self._run_action(lambda: move_job(database, home, job_id, QueueMove(move)), done)
 
     def on_duplicate_button_clicked(self) -> None:
         if self.detail.job is not None:

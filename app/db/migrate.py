@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # The newest revision in migrations/versions; a test checks that it matches Alembic's head.
-HEAD_REVISION = "0002_jobs"
+HEAD_REVISION = "0004_ollama"
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
 

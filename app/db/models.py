@@ -85,7 +85,10 @@ class Job(Base):
     """A training job; its files live in `<data folder>/jobs/<id>/` (spec, events, results)."""
 
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_status_created", "status", "created_at"),)
+    __table_args__ = (
+        Index("ix_jobs_status_created", "status", "created_at"),
+        Index("ix_jobs_status_position", "status", "queue_position"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     name: Mapped[str] = mapped_column(String(200), index=True)
@@ -100,6 +103,9 @@ class Job(Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(16))
     attempt: Mapped[int] = mapped_column(Integer, default=1)
+    # Where a queued job stands in the queue: the dispatcher starts the lowest first. A new,
+    # resumed or retried job goes to the back; the user can move it (app.jobs.service.move_job).
+    queue_position: Mapped[float | None] = mapped_column(Float)
     worker: Mapped[str | None] = mapped_column(String(200))
     pid: Mapped[int | None] = mapped_column(Integer)
     pid_started: Mapped[float | None] = mapped_column(Float)
@@ -132,3 +138,37 @@ class JobMetric(Base):
     eval_loss: Mapped[float | None] = mapped_column(Float)
     learning_rate: Mapped[float | None] = mapped_column(Float)
     tokens_per_second: Mapped[float | None] = mapped_column(Float)
+
+
+class Publication(Base):
+    """A job published to Ollama: which model it became there, from which base, and how."""
+
+    __tablename__ = "publications"
+    __table_args__ = (Index("ix_publications_job", "job_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    ollama_model: Mapped[str] = mapped_column(String(300))
+    ollama_url: Mapped[str] = mapped_column(String(500))
+    ollama_base: Mapped[str | None] = mapped_column(String(300))
+    # "adapter" (the LoRA layered on the Ollama base) or "merged" (full weights imported).
+    route: Mapped[str] = mapped_column(String(16))
+    quantize: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+
+
+class Evaluation(Base):
+    """A published job's validation examples run through its base and the fine-tune; the
+    answers themselves are in the job folder (`evaluations/<id>.json`)."""
+
+    __tablename__ = "evaluations"
+    __table_args__ = (Index("ix_evaluations_job", "job_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    tuned_model: Mapped[str] = mapped_column(String(300))
+    base_model: Mapped[str] = mapped_column(String(300))
+    examples: Mapped[int] = mapped_column(Integer)
+    scores: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    details_file: Mapped[str] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)

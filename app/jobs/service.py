@@ -15,17 +15,18 @@ import signal
 import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from app.datasets.repository import dataset_files, get_dataset
 from app.db.models import Dataset, Job, JobMetric, utc_now
 from app.db.session import Database
-from app.errors import BadInputError, NotFoundError
+from app.errors import BadInputError, ConflictError, NotFoundError
 from app.events import (
     CheckpointEvent,
     ErrorEvent,
@@ -91,6 +92,7 @@ def create_job(database: Database, home: DataHome, settings: AppSettings, new: N
         summary={},
     )
     with database.session() as session:
+        job.queue_position = _back_of_queue(session)
         session.add(job)
     signal_queue(home)
     return job
@@ -169,7 +171,7 @@ def resume_job(database: Database, home: DataHome, job_id: str) -> Job:
                 f"Job {job.id} is {job.status}; only cancelled or interrupted jobs resume "
                 "(retry starts a failed one over)."
             )
-        _requeue(job)
+        _requeue(session, job)
     signal_queue(home)
     return job
 
@@ -180,7 +182,7 @@ def retry_job(database: Database, home: DataHome, job_id: str) -> Job:
         job = _find(session, job_id)
         if job.status not in RETRYABLE:
             raise BadInputError(f"Job {job.id} is {job.status}; only failed or stopped jobs retry.")
-        _requeue(job)
+        _requeue(session, job)
         job.attempt += 1
         session.execute(delete(JobMetric).where(JobMetric.job_id == job.id))
     folder = job_dir(home, job_id)
@@ -200,11 +202,73 @@ def delete_job(database: Database, home: DataHome, job_id: str) -> None:
     shutil.rmtree(job_dir(home, job_id), ignore_errors=True)
 
 
-def _requeue(job: Job) -> None:
+def _requeue(session: Session, job: Job) -> None:
     job.status = transition(job.status, JobStatus.QUEUED)
+    job.queue_position = _back_of_queue(session)
     job.error = None
     job.finished_at = None
     job.worker = job.pid = job.pid_started = job.trainer_pid = None
+
+
+class QueueMove(StrEnum):
+    UP = "up"
+    DOWN = "down"
+    FRONT = "front"
+    BACK = "back"
+
+
+# The dispatcher's order; created_at and id only break ties between equal positions.
+QUEUE_ORDER = (Job.queue_position, Job.created_at, Job.id)
+
+
+def move_job(database: Database, home: DataHome, job_id: str, move: QueueMove) -> Job:
+    """Move a queued job up or down one place, or to the front or the back of the queue."""
+    with database.session() as session:
+        job = _find(session, job_id)
+        if job.status != JobStatus.QUEUED:
+            raise ConflictError(
+                f"Job {job.id} is {job.status}; only queued jobs have a place in the queue."
+            )
+        queued = select(Job).where(Job.status == JobStatus.QUEUED).order_by(*QUEUE_ORDER)
+        queue = list(session.scalars(queued))
+        _renumber(queue)
+        place = queue.index(job)
+        target = {
+            QueueMove.UP: max(place - 1, 0),
+            QueueMove.DOWN: min(place + 1, len(queue) - 1),
+            QueueMove.FRONT: 0,
+            QueueMove.BACK: len(queue) - 1,
+        }[move]
+        queue.insert(target, queue.pop(place))
+        _renumber(queue)
+    signal_queue(home)
+    return job
+
+
+def queued_in_order(database: Database) -> list[Job]:
+    """The queued jobs, the next to start first."""
+    query = select(Job).where(Job.status == JobStatus.QUEUED).order_by(*QUEUE_ORDER)
+    with database.session() as session:
+        return list(session.scalars(query))
+
+
+def queue_places(database: Database) -> dict[str, int]:
+    """Each queued job's place in the queue: 1 starts next."""
+    query = select(Job.id).where(Job.status == JobStatus.QUEUED).order_by(*QUEUE_ORDER)
+    with database.session() as session:
+        return {job_id: place for place, job_id in enumerate(session.scalars(query), start=1)}
+
+
+def _renumber(queue: list[Job]) -> None:
+    """Give the queued jobs positions 1, 2, 3… in their list order."""
+    for position, job in enumerate(queue, start=1):
+        if job.queue_position != position:
+            job.queue_position = position
+
+
+def _back_of_queue(session: Session) -> float:
+    last = session.scalar(select(func.max(Job.queue_position)))
+    return (last or 0.0) + 1.0
 
 
 def _find(session: Session, job_id: str) -> Job:
@@ -234,8 +298,8 @@ def signal_queue(home: DataHome) -> None:
 
 
 def next_queued(database: Database) -> Job | None:
-    """The oldest queued job, not yet claimed."""
-    query = select(Job).where(Job.status == JobStatus.QUEUED).order_by(Job.created_at, Job.id)
+    """The job at the front of the queue, not yet claimed."""
+    query = select(Job).where(Job.status == JobStatus.QUEUED).order_by(*QUEUE_ORDER)
     with database.session() as session:
         return session.scalars(query.limit(1)).first()
 

@@ -106,8 +106,13 @@ class JobRunner(QRunnable):
         except Exception as error:  # a bug here must not leave the job running forever
             log.exception("worker failed", extra={"job": self.job_id})
             finished, failure = None, f"The worker failed ({type(error).__name__}: {error})."
-        status = self._record_end(finished, failure)
-        self.signals.finished.emit(self.job_id, status)
+        status = JobStatus.FAILED.value
+        try:
+            status = self._record_end(finished, failure)
+        except Exception:  # the database refused the write: the slot must still free
+            log.exception("could not record the end of the job", extra={"job": self.job_id})
+        finally:
+            self.signals.finished.emit(self.job_id, status)
 
     def _supervise(self) -> tuple[FinishedEvent | None, str | None]:
         self._set_threads()
