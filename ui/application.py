@@ -45,8 +45,10 @@ def run_gui(home: str | None, smoke: bool) -> int:
         context = AppContext.open(home)
     except KnownError as error:
         return _refuse_to_start(error.message, smoke)
+    from ui.async_tasks import install_event_loop, remove_event_loop
     from ui.main_window import MainWindow
 
+    loop = install_event_loop(app)  # Ollama's async calls run on Qt's own loop
     window = MainWindow(context, start_workers=not smoke)
     if smoke:
         _quit_after_first_paint(app, window)
@@ -55,6 +57,7 @@ def run_gui(home: str | None, smoke: bool) -> int:
         return app.exec()
     finally:
         window.shut_down()
+        remove_event_loop(loop, *window.closing_work())
         context.close()
 
 

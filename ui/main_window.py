@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
@@ -19,6 +21,7 @@ from ui.datasets_tab import DatasetsTab
 from ui.dialogs import show_about
 from ui.icons import app_icon
 from ui.jobs_tab import JobsTab
+from ui.ollama_connection import OllamaConnection, OllamaStatusLabel
 from ui.settings_tab import SettingsTab
 from ui.unbuilt_tab import UnbuiltFeatureTab
 
@@ -32,6 +35,7 @@ class MainWindow(QMainWindow):
         self.runner = TaskRunner(parent=self)
         settings = context.settings.load()
         self.pool = WorkerPool(context.database, context.home, settings.max_concurrent_jobs, self)
+        self.ollama = OllamaConnection(settings.ollama_url, self)
         self._closing = False
         self.setWindowTitle(APP_NAME)
         self.setWindowIcon(app_icon())
@@ -42,6 +46,7 @@ class MainWindow(QMainWindow):
         self._build_status_bar()
         if start_workers:
             QTimer.singleShot(0, self.pool.start)  # after the first paint
+            QTimer.singleShot(0, self.ollama.start)
 
     def _build_tabs(self) -> None:
         self.tabs = QTabWidget()
@@ -94,6 +99,8 @@ class MainWindow(QMainWindow):
         help_menu.addAction(self.about_action)
 
     def _build_status_bar(self) -> None:
+        self.ollama_label = OllamaStatusLabel(self.ollama)
+        self.statusBar().addPermanentWidget(self.ollama_label)
         self.home_label = QLabel(f"Data: {self.context.home.root}")
         self.statusBar().addPermanentWidget(self.home_label)
         self.show_status("Ready.")
@@ -103,6 +110,7 @@ class MainWindow(QMainWindow):
 
     def on_settings_saved(self, settings: AppSettings) -> None:
         self.pool.set_max_workers(settings.max_concurrent_jobs)
+        self.ollama.set_url(settings.ollama_url)
 
     def on_pool_job_finished(self, job_id: str, status: str) -> None:
         """A desktop notification when a job completes or fails (the status bar says it too)."""
@@ -176,6 +184,10 @@ class MainWindow(QMainWindow):
         """Cancel background work (an import cancelled leaves nothing behind) and wait for it."""
         self.runner.shutdown()
         self.pool.shutdown()
+
+    def closing_work(self) -> list[Coroutine[Any, Any, None]]:
+        """Async clean-up the app runs before its event loop closes (Ollama's connections)."""
+        return self.ollama.closing_work()
 
 
 def _local_files(event: QDragEnterEvent | QDropEvent) -> list[Path]:
