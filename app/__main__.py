@@ -26,6 +26,10 @@ def main(argv: list[str] | None = None) -> int:
         from app.training.__main__ import main as training_main
 
         return training_main(args[1:])
+    if args[:1] == ["--run-merge"]:  # publishing a job whose adapter Ollama cannot take
+        from app.training.merge import main as merge_main
+
+        return merge_main(args[1:])
     from app.cli import is_cli_invocation
 
     if is_cli_invocation(args):

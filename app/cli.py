@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from app.cli_jobs import add_job_commands
+from app.cli_ollama import add_ollama_commands
 from app.errors import BadInputError, KnownError
 from app.settings import flatten, validate_settings
 
-SUBCOMMANDS = ("datasets", "jobs", "worker", "settings")
+SUBCOMMANDS = ("datasets", "jobs", "worker", "settings", "ollama")
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_BAD_INPUT = 0, 1, 2, 3
 
 Handler = Callable[[argparse.Namespace], int]
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
     _add_dataset_commands(groups, common)
     add_job_commands(groups, common)
+    add_ollama_commands(groups, common)
     _add_settings_commands(groups, common)
     return parser
 

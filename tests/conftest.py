@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.ollama_server import ollama_server  # noqa: F401  (fixture)
+
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -91,3 +93,29 @@ def _no_leftover_threads() -> Iterator[None]:
         thread.join(timeout=5)
     still = [t.name for t in leftovers if t.is_alive()]
     assert not still, f"threads left running: {still}"
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_event_loop() -> Iterator[None]:
+    """The qasync loop a test's window installed is closed after it, with its tasks cancelled."""
+    yield
+    import asyncio
+
+    loop = asyncio.events._get_running_loop()
+    if loop is not None and type(loop).__name__ == "QEventLoop":
+        from ui.async_tasks import remove_event_loop
+
+        remove_event_loop(loop)
+
+
+@pytest.fixture
+def ollama_connection(qapp, ollama_server):  # type: ignore[no-untyped-def]  # noqa: F811
+    """The window's Ollama connection, on the qasync loop, pointed at the stand-in server and
+    checking its status every 200 ms; its clients are closed after the test."""
+    from ui.async_tasks import install_event_loop, remove_event_loop
+    from ui.ollama_connection import OllamaConnection
+
+    loop = install_event_loop(qapp)
+    connection = OllamaConnection(ollama_server.url, interval_ms=200)
+    yield connection
+    remove_event_loop(loop, *connection.closing_work())

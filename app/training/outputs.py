@@ -26,6 +26,9 @@ from app.training.methods import peft_quietly
 ADAPTER_DIR = "adapter"
 MERGED_DIR = "merged"
 SUMMARY_FILE = "summary.json"
+# The base model's config.json, kept beside the adapter: publishing checks an Ollama base's
+# architecture and dimensions against it, whatever the base was (a hub id, a folder, a GGUF).
+BASE_CONFIG_FILE = "base_config.json"
 
 
 def save_outputs(
@@ -59,12 +62,25 @@ def _save_adapter(
     # Embeddings are never adapted here; "auto" would look the base up, on the hub for an id.
     model.save_pretrained(str(folder), safe_serialization=True, save_embedding_layers=False)
     tokenizer.save_pretrained(str(folder))
+    base = model.get_base_model()
+    assert isinstance(base, PreTrainedModel)
+    base.config.to_json_file(str(folder / BASE_CONFIG_FILE))
 
 
 def _save_model(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, folder: Path) -> None:
     assert isinstance(model, PreTrainedModel)
     model.save_pretrained(str(folder), safe_serialization=True)
     tokenizer.save_pretrained(str(folder))
+
+
+def merge_saved_adapter(job_dir: Path, source: str) -> None:
+    """Write merged/ from a finished job's adapter/ and its base (publishing asks for it when
+    Ollama cannot take the adapter itself)."""
+    from app.training.base_model import load_tokenizer
+
+    tokenizer = load_tokenizer(str(job_dir / ADAPTER_DIR))
+    merged = _merge_into_base(job_dir, source)
+    _replace(job_dir / MERGED_DIR, lambda folder: _save_model(merged, tokenizer, folder))
 
 
 def _merged(
@@ -77,10 +93,17 @@ def _merged(
         merged: torch.nn.Module = model.merge_and_unload()
         return merged
     # 4-bit weights cannot absorb the adapter exactly: merge into the base at 16 bits instead.
+    return _merge_into_base(job_dir, source)
+
+
+def _merge_into_base(job_dir: Path, source: str) -> torch.nn.Module:
+    """The base at 16 bits with the saved adapter folded into its weights."""
+    from peft import PeftModel
+
     base = load_model(source, torch.bfloat16)
     with peft_quietly():
         adapted = PeftModel.from_pretrained(base, str(job_dir / ADAPTER_DIR))
-    merged = adapted.merge_and_unload()
+    merged: torch.nn.Module = adapted.merge_and_unload()
     return merged
 
 

@@ -1,0 +1,126 @@
+"""The `mtm ollama ...` commands: status, list, publish and evaluate, against the configured
+Ollama (or `--url`). Progress goes to stderr, so that `--json` output on stdout stays clean."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def add_ollama_commands(groups: Any, common: argparse.ArgumentParser) -> None:
+    ollama = groups.add_parser("ollama", help="talk to Ollama: status, models, publish, evaluate")
+    commands = ollama.add_subparsers(dest="command", required=True, metavar="ACTION")
+    server = argparse.ArgumentParser(add_help=False, parents=[common])
+    server.add_argument("--url", help="Ollama's address (default: the ollama_url setting)")
+    server.add_argument("--json", action="store_true")
+    status = commands.add_parser("status", parents=[server], help="is Ollama running, which one")
+    status.set_defaults(handler=_status)
+    listing = commands.add_parser("list", parents=[server], help="the models Ollama has")
+    listing.set_defaults(handler=_list)
+    publish = commands.add_parser(
+        "publish", parents=[server], help="publish a completed job to Ollama as a new model"
+    )
+    publish.add_argument("job_id")
+    publish.add_argument("--name", required=True, help="the new model's name, e.g. my-model:v1")
+    publish.add_argument("--base", help="the Ollama base model (default: the best match)")
+    publish.add_argument("--quantize", help="for merged models: q4_K_M, q4_K_S, q8_0 or f16")
+    publish.add_argument("--route", choices=["auto", "adapter", "merged"], default="auto")
+    publish.add_argument("--replace", action="store_true", help="overwrite a model of that name")
+    publish.set_defaults(handler=_publish)
+
+
+def _url(args: argparse.Namespace) -> str:
+    url: str = args.url or args.context.settings.load().ollama_url
+    return url
+
+
+def _run(args: argparse.Namespace, work: Callable[[Any], Awaitable[T]]) -> T:
+    """Run `work(client)` against the chosen server, closing the client afterwards."""
+    from app.ollama.client import OllamaClient
+
+    async def main() -> T:
+        async with OllamaClient(_url(args)) as client:
+            return await work(client)
+
+    return asyncio.run(main())
+
+
+def _status(args: argparse.Namespace) -> int:
+    from app.ollama.errors import OllamaError
+    from app.ollama.versions import upgrade_advice
+
+    url = _url(args)
+    try:
+        version = _run(args, lambda client: client.check())
+    except OllamaError as error:
+        if args.json:
+            print(json.dumps({"url": url, "running": False, "error": error.message}))
+        else:
+            print(error.message, file=sys.stderr)
+        return 1
+    advice = upgrade_advice(version, url)
+    if args.json:
+        print(json.dumps({"url": url, "running": True, "version": version, "advice": advice}))
+    else:
+        print(f"Ollama {version} is running at {url}." + (f" {advice}" if advice else ""))
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    models = _run(args, lambda client: client.tags())
+    if args.json:
+        print(json.dumps([model.model_dump(mode="json") for model in models], indent=2))
+        return 0
+    if not models:
+        print("Ollama has no models yet; pull one with: ollama pull smollm2:135m")
+    for model in models:
+        details = model.details
+        size = f"{model.size / 1e9:.2f} GB"
+        quantisation = details.quantization_level
+        print(f"{model.name:<40} {details.parameter_size:>8} {quantisation:>8} {size}")
+    return 0
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from app.ollama.publish import Publisher, PublishRequest
+
+    context = args.context
+    request = PublishRequest(
+        job_id=args.job_id,
+        name=args.name,
+        base=args.base,
+        quantize=args.quantize,
+        route=args.route,
+        replace=args.replace,
+    )
+
+    def say(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    async def work(client: Any) -> Any:
+        publisher = Publisher(client, context.database, context.home, on_status=say)
+        return await publisher.publish(request)
+
+    result = _run(args, work)
+    summary = {
+        "job_id": args.job_id,
+        "model": result.name,
+        "base": result.base,
+        "route": result.route,
+        "url": _url(args),
+        "reply": result.reply,
+        "notes": list(result.notes),
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        how = f"with its adapter on {result.base}" if result.route == "adapter" else "merged"
+        print(f"Published job {args.job_id} as {result.name} ({how}).")
+        print(f"Try it: ollama run {result.name}")
+    return 0
