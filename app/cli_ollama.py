@@ -33,6 +33,18 @@ def add_ollama_commands(groups: Any, common: argparse.ArgumentParser) -> None:
     publish.add_argument("--route", choices=["auto", "adapter", "merged"], default="auto")
     publish.add_argument("--replace", action="store_true", help="overwrite a model of that name")
     publish.set_defaults(handler=_publish)
+    evaluate = commands.add_parser(
+        "evaluate",
+        parents=[server],
+        help="run validation examples through a published job and its base, side by side",
+    )
+    evaluate.add_argument("job_id")
+    evaluate.add_argument("--model", help="the published model (default: the latest publication)")
+    evaluate.add_argument("--base", help="the Ollama base to compare with (default: its base)")
+    evaluate.add_argument("--examples", type=int, default=20, help="how many (default 20)")
+    evaluate.add_argument("--num-ctx", type=int, default=None, help="the context to ask for")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.set_defaults(handler=_evaluate)
 
 
 def _url(args: argparse.Namespace) -> str:
@@ -124,3 +136,57 @@ def _publish(args: argparse.Namespace) -> int:
         print(f"Published job {args.job_id} as {result.name} ({how}).")
         print(f"Try it: ollama run {result.name}")
     return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from app.errors import BadInputError
+    from app.ollama.evaluate import evaluate
+    from app.ollama.publish import publications
+
+    context = args.context
+    published = publications(context.database, args.job_id)
+    tuned = args.model or (published[0].ollama_model if published else None)
+    base = args.base or (published[0].ollama_base if published else None)
+    if tuned is None:
+        raise BadInputError(
+            f"Job {args.job_id} has not been published; publish it first "
+            f"(mtm ollama publish {args.job_id} --name NAME) or pass --model."
+        )
+    if base is None:
+        raise BadInputError(f"Say which Ollama model to compare {tuned} with: pass --base.")
+
+    def progress(done: int, total: int) -> None:
+        print(f"{done}/{total} examples", file=sys.stderr, flush=True)
+
+    async def work(client: Any) -> Any:
+        return await evaluate(
+            client,
+            context.database,
+            context.home,
+            args.job_id,
+            tuned_model=tuned,
+            base_model=base,
+            examples=args.examples,
+            num_ctx=args.num_ctx,
+            seed=args.seed,
+            on_progress=progress,
+        )
+
+    report = _run(args, work)
+    if args.json:
+        print(json.dumps({"tuned_model": tuned, "base_model": base, **report.scores}, indent=2))
+        return 0
+    scores = report.scores
+    print(f"{scores['examples']} validation examples, {tuned} against {base}:")
+    rows = (
+        ("exact match", "exact_match_base", "exact_match_tuned"),
+        ("token F1", "token_f1_base", "token_f1_tuned"),
+        ("tokens/s", "tokens_per_second_base", "tokens_per_second_tuned"),
+    )
+    for label, base_key, tuned_key in rows:
+        print(f"  {label:<12} base {_number(scores[base_key])}  tuned {_number(scores[tuned_key])}")
+    return 0
+
+
+def _number(value: Any) -> str:
+    return "–" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)

@@ -1,4 +1,4 @@
-"""Publishing real tiny-model jobs to the stand-in Ollama: the adapter route for a llama base,
+"""Publishing (and evaluating) real tiny-model jobs to the stand-in Ollama: the adapter route for a llama base,
 the merged route (a real merge subprocess) for a qwen2 base and where Ollama refuses the
 adapter, the template and stop tokens, the checks, and `mtm ollama publish|status|list`."""
 
@@ -30,7 +30,7 @@ FAST = {
     "lora_alpha": 16,
     "lora_dropout": 0.0,
     "epochs": 1,
-    "eval_fraction": 0.0,
+    "eval_fraction": 0.25,  # a validation split for the evaluation test
 }
 TINY = {"embedding_length": 64, "block_count": 2, "head_count": 4, "head_count_kv": 2}
 
@@ -225,6 +225,21 @@ def test_the_cli_publishes_and_reports_status(published, ollama_server):
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["route"] == "adapter"
+    evaluated = run_app(
+        "ollama",
+        "evaluate",
+        jobs["llama"],
+        "--examples",
+        "3",
+        "--url",
+        ollama_server.url,
+        "--json",
+        home=home,
+    )
+    assert evaluated.returncode == 0, evaluated.stderr
+    scores = json.loads(evaluated.stdout)
+    assert scores["examples"] == 3 and scores["tuned_model"] == "facts-cli"
+    assert scores["base_model"] == "tiny-base" and scores["tokens_per_second_tuned"] > 0
     listed = run_app("ollama", "list", "--url", ollama_server.url, "--json", home=home)
     assert "facts-cli:latest" in [m["name"] for m in json.loads(listed.stdout)]
     ollama_server.stop()

@@ -18,10 +18,13 @@ from PySide6.QtWidgets import (
 )
 
 from app.context import AppContext
+from app.errors import KnownError
 from app.settings import AppSettings, Hyperparameters, flatten, validate_settings
 from app.workers.background import TaskFailure, TaskRunner
+from ui.async_tasks import AsyncTasks
 
 _ERROR_STYLE = "color: #b3261e;"
+_OK_STYLE = "color: #15803d;"
 _GENERAL = {
     "ollama_url": "Ollama URL",
     "max_concurrent_jobs": "Concurrent training jobs",
@@ -54,6 +57,7 @@ class SettingsTab(QWidget):
         self._runner = runner
         self.editors: dict[str, QLineEdit | QComboBox] = {}
         self.errors: dict[str, QLabel] = {}
+        self._tasks = AsyncTasks(self)
         self._build()
         self.show_settings(context.settings.load())
 
@@ -97,6 +101,11 @@ class SettingsTab(QWidget):
         error.setStyleSheet(_ERROR_STYLE)
         row = QHBoxLayout()
         row.addWidget(editor, 1)
+        if key == "ollama_url":
+            self.test_ollama_button = QPushButton("Test")
+            self.test_ollama_button.setToolTip("Ask the server at this URL whether it is Ollama")
+            self.test_ollama_button.clicked.connect(self.on_test_ollama_button_clicked)
+            row.addWidget(self.test_ollama_button)
         row.addWidget(error, 1)
         form.addRow(label, row)
         self.editors[key] = editor
@@ -110,6 +119,7 @@ class SettingsTab(QWidget):
             else:
                 editor.setText(str(values[key]))
             self.errors[key].clear()
+            self.errors[key].setStyleSheet(_ERROR_STYLE)
 
     def form_values(self) -> dict[str, Any]:
         data: dict[str, Any] = {"hyperparameters": {}}
@@ -121,9 +131,45 @@ class SettingsTab(QWidget):
                 data[key] = text
         return data
 
+    def on_test_ollama_button_clicked(self) -> None:
+        """Check the URL as typed (saved or not) against the server there."""
+        label = self.errors["ollama_url"]
+        try:
+            from app.ollama.client import OllamaClient
+
+            editor = self.editors["ollama_url"]
+            assert isinstance(editor, QLineEdit)
+            client = OllamaClient(editor.text().strip())
+        except KnownError as error:
+            self._show_test(error.message, ok=False)
+            return
+        label.setStyleSheet(_ERROR_STYLE)
+        label.setText("Testing…")
+        self.test_ollama_button.setEnabled(False)
+
+        async def probe() -> str:
+            async with client:
+                return await client.check()
+
+        self._tasks.start(
+            probe(),
+            on_success=lambda version: self._show_test(
+                f"Ollama {version} answers at {client.base_url}.", ok=True
+            ),
+            on_error=lambda failure: self._show_test(failure.message, ok=False),
+            on_done=lambda: self.test_ollama_button.setEnabled(True),
+        )
+
+    def _show_test(self, text: str, *, ok: bool) -> None:
+        label = self.errors["ollama_url"]
+        label.setStyleSheet(_OK_STYLE if ok else _ERROR_STYLE)
+        label.setWordWrap(True)
+        label.setText(text)
+
     def on_save_button_clicked(self) -> None:
         settings, errors = validate_settings(self.form_values())
         for key, label in self.errors.items():
+            label.setStyleSheet(_ERROR_STYLE)
             label.setText(errors.get(key, ""))
         if settings is None:
             self.saved_label.setText("Not saved: fix the fields marked in red.")
