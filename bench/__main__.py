@@ -10,6 +10,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from bench.common import ROOT, alpaca_jsonl, child_env, machine, median, run_child
 
@@ -167,6 +168,32 @@ def bench_two_jobs() -> list[tuple[str, str, str, str]]:
     ]
 
 
+def bench_chat() -> list[tuple[str, str, str, str]]:
+    report: dict[str, Any] = run_child("bench.child_chat_latency").report
+    rows = []
+    for run, what in (("single", "a 2,000-token answer"), ("compare", "two at once (compare)")):
+        worst, token = float(report[run]["max_gap_ms"]), report[run]["arrival_to_paint"]
+        late = float(token["max_ms"])
+        rows += [
+            (
+                f"Longest GUI event-loop stall while {what} streams into the playground "
+                "(5 ms QTimer heartbeat)",
+                f"{worst:.0f} ms (p99 {float(report[run]['p99_gap_ms']):.0f} ms)",
+                "budget 50 ms",
+                "pass" if worst <= 50 else "FAIL",
+            ),
+            (
+                f"A token from the socket to the screen (written by the stand-in to painted), "
+                f"{what}",
+                f"max {late:.0f} ms (p99 {float(token['p99_ms']):.0f} ms, median "
+                f"{float(token['median_ms']):.1f} ms)",
+                "budget 20 ms",
+                "pass" if late <= 20 else "FAIL",
+            ),
+        ]
+    return rows
+
+
 def compile_sources() -> None:
     """Byte-compile app/ and ui/ as an installed package or the frozen app has them, even where
     PYTHONDONTWRITEBYTECODE keeps an editable checkout from caching its bytecode."""
@@ -201,7 +228,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument(
         "--only",
-        choices=["startup", "import", "heartbeat", "dispatch", "jobs", "training"],
+        choices=["startup", "import", "heartbeat", "dispatch", "jobs", "chat", "training"],
         help="run one part; writes nothing",
     )
     options = parser.parse_args()
@@ -220,6 +247,8 @@ def main() -> int:
             rows += bench_dispatch()
         if options.only in (None, "jobs"):
             rows += bench_jobs_tab() + bench_jobs_heartbeat() + bench_two_jobs()
+        if options.only in (None, "chat"):
+            rows += bench_chat()
         if options.only in (None, "training"):
             from bench import train_batching, train_overhead
 

@@ -4,7 +4,6 @@ cancel, rename, delete, settings. Offscreen; any Qt warning fails the test."""
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
@@ -68,14 +67,6 @@ def test_window_has_the_five_tabs_shortcuts_and_an_icon(window):
     assert not window.windowIcon().isNull()
     window.settings_action.trigger()
     assert window.tabs.currentWidget() is window.settings_tab
-
-
-def test_unbuilt_tabs_say_so_and_invent_nothing(window):
-    for tab in (window.models_tab,):
-        html = " ".join(label.text() for label in tab.findChildren(type(window.home_label)))
-        text = re.sub(r"<[^>]+>", "", html)
-        assert "not built yet" in text
-        assert not any(ch.isdigit() for ch in text)
 
 
 def test_drop_a_file_then_import_it_through_the_dialog(qtbot, window, real_data):
@@ -242,3 +233,20 @@ def test_quit_closes_the_window_and_stops_background_work(qtbot, context):
     win.quit_action.trigger()
     assert not win.isVisible()
     assert not win.runner.busy
+
+
+def test_qt_calls_do_not_leak_references_to_none_or_true(qtbot):
+    """PySide6 6.12.0 dropped a reference to None on every void call and to True on every
+    emit(); the interpreter then aborted mid-session. pyproject.toml excludes that release."""
+    import sys
+
+    from PySide6.QtWidgets import QPushButton
+
+    button = QPushButton()
+    qtbot.addWidget(button)
+    none_before, true_before = sys.getrefcount(None), sys.getrefcount(True)
+    for _ in range(200):
+        button.setEnabled(True)
+        button.clicked.emit()
+    assert sys.getrefcount(None) - none_before > -50
+    assert sys.getrefcount(True) - true_before > -50

@@ -11,7 +11,9 @@ unreferenced task can vanish mid-flight) and cancels them all when its owner clo
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import sys
 import traceback
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar, cast
@@ -37,6 +39,13 @@ def install_event_loop(app: QCoreApplication) -> asyncio.AbstractEventLoop:
         return cast(asyncio.AbstractEventLoop, current)
     loop = cast(asyncio.AbstractEventLoop, qasync.QEventLoop(app, already_running=True))
     asyncio.set_event_loop(loop)
+    # asyncio's own loops install these when they run; qasync's does not. Without them an async
+    # generator left unfinished (httpcore's, when a stream stops at its final line) is closed
+    # synchronously when collected, which fails with "async generator ignored GeneratorExit".
+    sys.set_asyncgen_hooks(
+        firstiter=loop._asyncgen_firstiter_hook,  # type: ignore[attr-defined]
+        finalizer=loop._asyncgen_finalizer_hook,  # type: ignore[attr-defined]
+    )
     return loop
 
 
@@ -56,6 +65,7 @@ def remove_event_loop(
         for task in left:
             task.cancel()
         await asyncio.gather(*left, return_exceptions=True)
+        await loop.shutdown_asyncgens()
 
     try:
         loop.run_until_complete(asyncio.wait_for(finish(), timeout_s))
@@ -63,7 +73,12 @@ def remove_event_loop(
         log.warning("async work did not finish when the app closed")
     finally:
         asyncio.set_event_loop(None)
+        sys.set_asyncgen_hooks(firstiter=None, finalizer=None)
         loop.close()
+        # The loop and its Qt timer objects form reference cycles. Collect them here, on the
+        # GUI thread: a collection that happens to run in another thread would destroy Qt
+        # objects there, and Qt crashes on the timers of an object deleted off its thread.
+        gc.collect()
 
 
 class AsyncTasks(QObject):

@@ -159,11 +159,19 @@ class JobDetailPane(QWidget):
         self.delete_button = QPushButton("Delete…")
         self.delete_button.setToolTip("Remove the job and its files")
         self.queue_button = self._build_queue_button()
+        self.publish_button = QPushButton("Publish to Ollama…")
+        self.publish_button.setToolTip("Make the fine-tuned model an Ollama model, in one go")
+        self.evaluate_button = QPushButton("Evaluate…")
+        self.evaluate_button.setToolTip(
+            "Ask the published model and its base the validation examples, side by side"
+        )
         self.action_buttons = (
             self.cancel_button,
             self.resume_button,
             self.retry_button,
             self.queue_button,
+            self.publish_button,
+            self.evaluate_button,
             self.duplicate_button,
             self.delete_button,
         )
@@ -386,6 +394,8 @@ class JobDetailPane(QWidget):
         self.resume_button.setEnabled(status in RESUMABLE)
         self.retry_button.setEnabled(status in RETRYABLE)
         self.queue_button.setEnabled(status == JobStatus.QUEUED)
+        self.publish_button.setEnabled(status == JobStatus.COMPLETED)
+        self.evaluate_button.setEnabled(status == JobStatus.COMPLETED)
         self.duplicate_button.setEnabled(job is not None)
         self.delete_button.setEnabled(job is not None and status != JobStatus.RUNNING)
 

@@ -15,6 +15,7 @@ from PySide6.QtGui import QHideEvent, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
+    QDialog,
     QHBoxLayout,
     QHeaderView,
     QLabel,
@@ -53,6 +54,7 @@ from ui.job_models import (
     submit_for,
 )
 from ui.new_job_dialog import JobDraft, NewJobDialog
+from ui.ollama_connection import OllamaConnection
 
 _FLUSH_MS = 250  # table repaints while jobs stream progress: four a second at most
 _CLOCK_MS = 1000
@@ -73,6 +75,8 @@ class JobsTab(QWidget):
 
     jobs_changed = Signal()
     status_message = Signal(str)
+    models_changed = Signal()  # a job was published: Ollama has a new model
+    compare_requested = Signal(str, str)  # (fine-tuned, base): open them in the playground
 
     def __init__(
         self,
@@ -80,11 +84,14 @@ class JobsTab(QWidget):
         runner: TaskRunner,
         pool: WorkerPool,
         parent: QWidget | None = None,
+        ollama: OllamaConnection | None = None,
     ) -> None:
         super().__init__(parent)
         self._context = context
         self._runner = runner
         self._pool = pool
+        self._ollama = ollama
+        self.ollama_dialog: QDialog | None = None  # the open Publish or Evaluate dialog
         self._reloading = False
         self._reload_again = False
         self._select_after_reload: str | None = None
@@ -195,6 +202,8 @@ class JobsTab(QWidget):
         detail.retry_button.clicked.connect(self.on_retry_button_clicked)
         detail.duplicate_button.clicked.connect(self.on_duplicate_button_clicked)
         detail.delete_button.clicked.connect(self.on_delete_button_clicked)
+        detail.publish_button.clicked.connect(self.on_publish_button_clicked)
+        detail.evaluate_button.clicked.connect(self.on_evaluate_button_clicked)
         for move, action in detail.move_actions.items():
             action.triggered.connect(lambda _checked=False, move=move: self.move_selected(move))
 
@@ -368,6 +377,31 @@ class JobsTab(QWidget):
             self._run_action(
                 lambda: retry_job(database, home, job_id), done, dispatch=True, fresh=True
             )
+
+    def on_publish_button_clicked(self) -> None:
+        job = self.detail.job
+        if job is None or self._ollama is None:
+            return
+        from ui.publish_dialog import PublishDialog
+
+        dialog = PublishDialog(self._context, self._ollama, job.id, job.name, self)
+        dialog.published.connect(
+            lambda result: self.status_message.emit(f"Published {result.name}.")
+        )
+        dialog.published.connect(lambda _result: self.models_changed.emit())
+        dialog.compare_requested.connect(self.compare_requested)
+        self.ollama_dialog = dialog
+        dialog.open()
+
+    def on_evaluate_button_clicked(self) -> None:
+        job = self.detail.job
+        if job is None or self._ollama is None:
+            return
+        from ui.evaluate_dialog import EvaluateDialog
+
+        dialog = EvaluateDialog(self._context, self._runner, self._ollama, job.id, self)
+        self.ollama_dialog = dialog
+        dialog.open()
 
     def move_selected(self, move: str) -> None:
         """Move the shown queued job in the queue; the dispatcher follows the new order."""
