@@ -1,6 +1,6 @@
-"""Publishing (and evaluating) real tiny-model jobs to the stand-in Ollama: the adapter route for a llama base,
-the merged route (a real merge subprocess) for a qwen2 base and where Ollama refuses the
-adapter, the template and stop tokens, the checks, and `mtm ollama publish|status|list`."""
+"""Publishing (and evaluating) real tiny-model jobs to the stand-in Ollama: the adapter route
+for a llama base, the merged route (a real merge subprocess) for a qwen2 base and where Ollama
+refuses the adapter, the template and stop tokens, the checks, and `mtm ollama ...`."""
 
 from __future__ import annotations
 

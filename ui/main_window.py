@@ -21,9 +21,10 @@ from ui.datasets_tab import DatasetsTab
 from ui.dialogs import show_about
 from ui.icons import app_icon
 from ui.jobs_tab import JobsTab
+from ui.models_tab import ModelsTab
 from ui.ollama_connection import OllamaConnection, OllamaStatusLabel
+from ui.playground import PlaygroundPane
 from ui.settings_tab import SettingsTab
-from ui.unbuilt_tab import UnbuiltFeatureTab
 
 _STATUS_TIMEOUT_MS = 8000
 
@@ -52,12 +53,8 @@ class MainWindow(QMainWindow):
         self.tabs = QTabWidget()
         self.dashboard_tab = DashboardTab(self.context, self.runner, self.pool)
         self.datasets_tab = DatasetsTab(self.context, self.runner)
-        self.jobs_tab = JobsTab(self.context, self.runner, self.pool)
-        self.models_tab = UnbuiltFeatureTab(
-            "Models",
-            "The Ollama integration is not built yet. This tab will list the models Ollama has, "
-            "publish fine-tuned models to it, and chat with them beside their base model.",
-        )
+        self.jobs_tab = JobsTab(self.context, self.runner, self.pool, ollama=self.ollama)
+        self.models_tab = self._build_models_tab()
         self.settings_tab = SettingsTab(self.context, self.runner)
         for widget, title in (
             (self.dashboard_tab, "Dashboard"),
@@ -74,7 +71,28 @@ class MainWindow(QMainWindow):
         self.settings_tab.settings_saved.connect(self.on_settings_saved)
         self.jobs_tab.status_message.connect(self.show_status)
         self.jobs_tab.jobs_changed.connect(self.dashboard_tab.refresh)
+        self.jobs_tab.models_changed.connect(self.models_list.refresh)
+        self.jobs_tab.compare_requested.connect(self.open_playground)
         self.pool.job_finished.connect(self.on_pool_job_finished)
+
+    def _build_models_tab(self) -> QTabWidget:
+        """What Ollama has (pull, delete, copy, details) and the playground beside it."""
+        tabs = QTabWidget()
+        tabs.setDocumentMode(True)
+        self.models_list = ModelsTab(self.ollama)
+        self.playground = PlaygroundPane(self.ollama)
+        tabs.addTab(self.models_list, "Installed")
+        tabs.addTab(self.playground, "Playground")
+        self.models_list.status_message.connect(self.show_status)
+        self.models_list.models_changed.connect(self.playground.refresh_models)
+        self.playground.status_message.connect(self.show_status)
+        return tabs
+
+    def open_playground(self, tuned: str, base: str) -> None:
+        """Chat with a fine-tune beside its base (after publishing it)."""
+        self.tabs.setCurrentWidget(self.models_tab)
+        self.models_tab.setCurrentWidget(self.playground)
+        self.playground.compare(tuned, base)
 
     def _build_menus(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
@@ -182,6 +200,8 @@ class MainWindow(QMainWindow):
 
     def shut_down(self) -> None:
         """Cancel background work (an import cancelled leaves nothing behind) and wait for it."""
+        self.models_list.shut_down()
+        self.playground.shut_down()
         self.runner.shutdown()
         self.pool.shutdown()
 

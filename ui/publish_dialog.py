@@ -170,8 +170,9 @@ class PublishDialog(QDialog):
         self.on_base_combo_text_changed(self.base_combo.currentText())
 
     def on_base_combo_text_changed(self, name: str) -> None:
-        choice = self._choices.get(name.strip())
-        if not name.strip():
+        name = name.strip()
+        choice = self._choices.get(name) or self._choices.get(f"{name}:latest")
+        if not name:
             text = "No base: the merged weights are published on their own."
         elif choice is None:
             text = "Checked against the job when you publish."
