@@ -224,7 +224,10 @@ class PlaygroundPane(QWidget):
 
     def _build(self) -> None:
         layout = QHBoxLayout(self)
-        layout.addWidget(self._build_options())
+        options = QVBoxLayout()
+        options.addWidget(self._build_options())
+        options.addStretch(1)  # the form keeps its natural height at the top
+        layout.addLayout(options)
         chat = QVBoxLayout()
         chat.addWidget(self._build_sides(), 1)
         chat.addWidget(self._build_prompt())
