@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from app.context import AppContext
-from app.errors import BadInputError, ConflictError
+from app.errors import BadInputError, ConflictError, KnownError
 from app.ollama.client import OllamaClient
 from app.ollama.publish import Publisher, PublishRequest, publications
 from app.ollama.template import derive_template
@@ -155,6 +155,9 @@ def test_a_qwen2_job_is_merged_by_a_subprocess_and_imported(published, ollama_se
     model = ollama_server.model("facts-qwen")
     assert "config.json" in model.files and not model.adapters
     assert model.family == "qwen2" and model.quantization_level.upper() == "Q8_0"
+    expected = derive_template(context.home.jobs / jobs["qwen"] / "adapter")
+    assert model.template == expected.template
+    assert list(expected.stop) == model.parameters["stop"]
     assert any(line.startswith("Merging the adapter") for line in lines)
     assert publications(context.database, jobs["qwen"])[0].route == "merged"
 
@@ -178,8 +181,12 @@ def test_a_base_of_another_shape_is_refused_and_nothing_is_made(published, ollam
         publish(
             context, ollama_server, PublishRequest(jobs["llama"], "facts-x", base="smollm2:135m")
         )
-    assert "30" in refused.value.message or "576" in refused.value.message
-    assert "facts-x:latest" not in ollama_server.model_names()
+    assert refused.value.message.startswith(
+        "The fine-tune was trained on a llama model with 2 layers, but smollm2:135m has 30. "
+        "The fine-tune was trained on a llama model with a hidden size of 64, but smollm2:135m "
+        "has 576."
+    )
+    assert not _made(ollama_server, "facts-x")
     assert publications(context.database, jobs["llama"]) == []
 
 
@@ -191,16 +198,56 @@ def test_a_name_that_exists_or_is_invalid_is_refused(published, ollama_server):
         publish(context, ollama_server, PublishRequest(jobs["llama"], "no spaces please"))
 
 
-def test_a_model_that_fails_its_check_is_removed_again(published, ollama_server):
+def _made(server, name: str) -> list[str]:
+    """The models of that name, or staged for it, in the server's store."""
+    return [model for model in server.model_names() if model.startswith(name)]
+
+
+def test_a_model_that_fails_its_check_leaves_nothing(published, ollama_server):
     context, jobs = published
     ollama_server.add_model("tiny-base", **TINY, vocab_size=len_vocab(context, jobs["llama"]))
     ollama_server.fail_before_stream("/api/generate", 500, "llama runner process has terminated")
-    with pytest.raises(Exception) as failed:
+    with pytest.raises(KnownError, match="llama runner process has terminated"):
         publish(
             context, ollama_server, PublishRequest(jobs["llama"], "facts-tuned", base="tiny-base")
         )
-    assert "removed again" in str(failed.value)
-    assert "facts-tuned:latest" not in ollama_server.model_names()
+    assert not _made(ollama_server, "facts-tuned")
+    assert publications(context.database, jobs["llama"]) == []
+
+
+def test_a_failed_replacement_keeps_the_old_model(published, ollama_server):
+    context, jobs = published
+    ollama_server.add_model("tiny-base", **TINY, vocab_size=len_vocab(context, jobs["llama"]))
+    ollama_server.add_model("facts-tuned")
+    before = ollama_server.model("facts-tuned").digest
+    ollama_server.fail_during_stream("/api/create", "no space left on device")
+    request = PublishRequest(jobs["llama"], "facts-tuned", base="tiny-base", replace=True)
+    with pytest.raises(KnownError, match="no space left on device"):
+        publish(context, ollama_server, request)
+    assert ollama_server.model("facts-tuned").digest == before
+    assert _made(ollama_server, "facts-tuned") == ["facts-tuned:latest"]
+
+
+def test_a_cancelled_publish_leaves_nothing(published, ollama_server):
+    context, jobs = published
+    ollama_server.add_model("tiny-base", **TINY, vocab_size=len_vocab(context, jobs["llama"]))
+    ollama_server.slow_first_byte("/api/create", 3.0)
+    lines: list[str] = []
+
+    async def main():
+        async with OllamaClient(ollama_server.url) as client:
+            publisher = Publisher(client, context.database, context.home, on_status=lines.append)
+            request = PublishRequest(jobs["llama"], "facts-tuned", base="tiny-base")
+            task = asyncio.create_task(publisher.publish(request))
+            while not any(line.startswith("Uploaded") for line in lines):
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.3)  # the create is waiting for its first byte now
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    asyncio.run(main())
+    assert not _made(ollama_server, "facts-tuned")
     assert publications(context.database, jobs["llama"]) == []
 
 

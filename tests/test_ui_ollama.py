@@ -18,19 +18,22 @@ def test_the_status_follows_the_server_down_and_up(qtbot, ollama_connection, oll
     assert ollama_server.version in label.text()
     ollama_server.stop()
     qtbot.waitUntil(lambda: not _connected(ollama_connection), timeout=5000)
-    assert "not running" in label.text()
+    assert "not running: start it with" in label.text() and "ollama serve" in label.text()
     assert "ollama serve" in label.toolTip() and ollama_server.url in label.toolTip()
     ollama_server.start()
     qtbot.waitUntil(lambda: _connected(ollama_connection), timeout=5000)
 
 
 def test_an_old_server_is_refused_in_one_sentence(qtbot, ollama_connection, ollama_server):
+    label = OllamaStatusLabel(ollama_connection)
+    qtbot.addWidget(label)
     ollama_server.version = "0.5.1"
     ollama_connection.start()
     qtbot.waitUntil(lambda: ollama_connection.state is not None, timeout=5000)
     state = ollama_connection.state
     assert not state.connected
     assert "0.5.1" in state.message and "0.5.5" in state.message
+    assert state.too_old and "too old" in label.text()
     ollama_server.version = "0.6.0"  # works, with advice to update
     qtbot.waitUntil(lambda: _connected(ollama_connection), timeout=5000)
     assert "recommended" in ollama_connection.state.message

@@ -19,6 +19,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar, cast
 
 import qasync
+import shiboken6
 from PySide6.QtCore import QCoreApplication, QObject
 
 from app.errors import KnownError
@@ -88,6 +89,11 @@ class AsyncTasks(QObject):
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._cancelled: set[asyncio.Task[Any]] = set()  # referenced until they have ended
+        # Its view is being deleted: what it started stops (a closure over the sets, not self,
+        # whose Python side may already be going).
+        tasks = self._tasks
+        self.destroyed.connect(lambda *_args: [task.cancel() for task in list(tasks)])
 
     def start(
         self,
@@ -108,8 +114,11 @@ class AsyncTasks(QObject):
         return bool(self._tasks)
 
     def cancel_all(self) -> None:
+        """Cancel every task; `busy` is False at once (they end on the loop's next turns)."""
         for task in list(self._tasks):
             task.cancel()
+        self._cancelled |= self._tasks
+        self._tasks.clear()
 
     def _finished(
         self,
@@ -119,6 +128,9 @@ class AsyncTasks(QObject):
         on_done: Callable[[], None] | None,
     ) -> None:
         self._tasks.discard(task)
+        self._cancelled.discard(task)
+        if not shiboken6.isValid(self):
+            return  # its view is gone: nothing to tell
         try:
             if task.cancelled():
                 return

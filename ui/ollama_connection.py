@@ -13,13 +13,17 @@ from typing import Any
 from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtWidgets import QLabel, QWidget
 
+from app.errors import KnownError
 from app.ollama.client import OllamaClient, normalise_url
+from app.ollama.errors import OllamaTooOld
 from app.ollama.versions import upgrade_advice
-from app.workers.background import TaskFailure
 from ui.async_tasks import AsyncTasks
 
 # How often the status is checked: often enough to notice Ollama starting, cheap for the server.
 CHECK_INTERVAL_MS = 5000
+# A status check waits this long for an answer; the client for real work waits minutes (a model
+# load comes before the first byte), which would leave the status bar stale meanwhile.
+CHECK_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,7 @@ class OllamaState:
     url: str
     version: str | None  # None while Ollama does not answer, or answers unusably
     message: str  # one sentence: what the status bar says in full
+    too_old: bool = False  # it answers, but is older than the app can work with
 
     @property
     def connected(self) -> bool:
@@ -47,6 +52,7 @@ class OllamaConnection(QObject):
         self._url = normalise_url(url)
         # Made on first use: httpx is not imported before the window has painted.
         self._client: OllamaClient | None = None
+        self._checker: OllamaClient | None = None
         self._retired: list[OllamaClient] = []
         self.state: OllamaState | None = None
         self._timer = QTimer(self, interval=interval_ms)
@@ -71,33 +77,23 @@ class OllamaConnection(QObject):
         url = normalise_url(url)
         if url == self._url:
             return
-        if self._client is not None:
-            self._retired.append(self._client)
-        self._url, self._client = url, None
+        self._tasks.cancel_all()  # a check of the old URL is no news about the new one
+        self._retired += [c for c in (self._client, self._checker) if c is not None]
+        self._url, self._client, self._checker = url, None, None
         self.state = None
         self.check_now()
 
     def check_now(self) -> None:
         if self._tasks.busy:  # a check is on its way; a slow server is not asked twice
             return
-        client = self.client
-        self._tasks.start(
-            client.check(),
-            on_success=lambda version: self._set_state(client, version, None),
-            on_error=lambda failure: self._set_state(client, None, failure),
-        )
+        if self._checker is None:
+            self._checker = OllamaClient(self._url, read_timeout=CHECK_TIMEOUT_S)
+        client = self._checker
+        self._tasks.start(_check(client), on_success=lambda state: self._set_state(client, state))
 
-    def _set_state(
-        self, client: OllamaClient, version: str | None, failure: TaskFailure | None
-    ) -> None:
-        if client is not self._client:
+    def _set_state(self, client: OllamaClient, state: OllamaState) -> None:
+        if client is not self._checker:
             return  # the answer of a server no longer configured
-        if failure is not None:
-            state = OllamaState(client.base_url, None, failure.message)
-        else:
-            advice = upgrade_advice(version or "", client.base_url)
-            text = f"Ollama {version} is running at {client.base_url}."
-            state = OllamaState(client.base_url, version, f"{text} {advice}" if advice else text)
         if state != self.state:
             self.state = state
             self.state_changed.emit(state)
@@ -106,9 +102,23 @@ class OllamaConnection(QObject):
         """The coroutines that close the clients (the app runs them before its loop closes)."""
         self._timer.stop()
         self._tasks.cancel_all()
-        clients = [*self._retired, *([self._client] if self._client else [])]
-        self._retired, self._client = [], None
+        clients = [*self._retired, *(c for c in (self._client, self._checker) if c is not None)]
+        self._retired, self._client, self._checker = [], None, None
         return [client.aclose() for client in clients]
+
+
+async def _check(client: OllamaClient) -> OllamaState:
+    """The server's state, told in one sentence whatever happens."""
+    url = client.base_url
+    try:
+        version = await client.check()
+    except OllamaTooOld as error:
+        return OllamaState(url, None, error.message, too_old=True)
+    except KnownError as error:
+        return OllamaState(url, None, error.message)
+    advice = upgrade_advice(version, url)
+    text = f"Ollama {version} is running at {url}."
+    return OllamaState(url, version, f"{text} {advice}" if advice else text)
 
 
 class OllamaStatusLabel(QLabel):
@@ -121,6 +131,11 @@ class OllamaStatusLabel(QLabel):
     def show_state(self, state: OllamaState) -> None:
         if state.connected:
             self.setText(f"<span style='color:#16a34a'>●</span> Ollama {state.version}")
+        elif state.too_old:
+            self.setText("<span style='color:#d97706'>●</span> Ollama too old: update it")
         else:
-            self.setText("<span style='color:#dc2626'>●</span> Ollama not running")
+            self.setText(
+                "<span style='color:#dc2626'>●</span> Ollama not running: start it with "
+                "<code>ollama serve</code>"
+            )
         self.setToolTip(state.message)

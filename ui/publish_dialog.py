@@ -246,7 +246,7 @@ class PublishDialog(QDialog):
 
     def on_cancel_button_clicked(self) -> None:
         if self._publishing:
-            self._tasks.cancel_all()  # closes the stream: Ollama drops the create
+            self._tasks.cancel_all()  # the stream closes and the staging model is removed
             self.add_status_line("Cancelled.")
             return
         self.reject()

@@ -21,8 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
+import secrets
+import signal
 import subprocess
+import sys
 from collections.abc import Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -37,6 +41,7 @@ from app.errors import BadInputError, ConflictError, KnownError
 from app.jobs.lifecycle import JobStatus
 from app.jobs.service import get_job, job_dir
 from app.ollama.bases import (
+    ADAPTER_ARCHITECTURES,
     BaseShape,
     adapter_config_for_ollama,
     check_base,
@@ -67,7 +72,11 @@ MERGED_PATTERNS = (
 QUANTISATIONS = ("q4_K_M", "q4_K_S", "q8_0", "f16")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(?:/[A-Za-z0-9][A-Za-z0-9._-]*){0,2}(?::[\w.-]+)?$")
 # Ollama's words when it cannot turn the adapter into a model: the merged route still can.
-_ADAPTER_REFUSALS = ("unsupported architecture", "adapter", "lora")
+_ADAPTER_REFUSALS = (
+    "unsupported architecture",
+    "not supported",
+    "not yet implemented",  # "loras are not yet implemented" (Ollama's own engine, v0.6-v0.24)
+)
 VERIFY_PROMPT = "Hello"
 
 StatusCallback = Callable[[str], None]
@@ -178,17 +187,19 @@ class Publisher:
         suggested = suggest_bases(job.base_model, job.shape)
         installed = [model.name for model in await self._client.tags()]
         names = [*suggested, *[n for n in installed if n not in suggested]]
-        choices = []
-        for name in names:
+
+        async def check(name: str) -> BaseChoice:
             present = _present(name, installed)
-            problems: tuple[str, ...] = ()
-            adapter = False
-            if present and job.shape is not None:
+            if not present or job.shape is None:
+                return BaseChoice(name, present, name in suggested)
+            try:
                 info = await self._client.show(name)
-                fit = check_base(job.shape, info.model_info, info.architecture, name=name)
-                problems, adapter = fit.problems, fit.adapter_supported
-            choices.append(BaseChoice(name, present, name in suggested, problems, adapter))
-        return choices
+            except OllamaError as error:
+                return BaseChoice(name, present, name in suggested, (error.message,))
+            fit = check_base(job.shape, info.model_info, info.architecture, name=name)
+            return BaseChoice(name, present, name in suggested, fit.problems, fit.adapter_supported)
+
+        return list(await asyncio.gather(*(check(name) for name in names)))
 
     # --- publishing ------------------------------------------------------------------------
 
@@ -200,29 +211,63 @@ class Publisher:
         await self._refuse_existing(name, request.replace)
         template = await asyncio.to_thread(derive_template, self._template_folder(job))
         base, info = await self._choose_base(job, request.base)
-        route = self._route(job, request.route, info)
         notes = list(template.notes)
-        if route == "adapter":
-            try:
-                await self._create_with_adapter(job, name, base, template)
-            except OllamaError as error:
-                if request.route == "adapter" or not _refuses_adapters(error):
-                    raise
-                note = (
-                    f"Ollama could not take the adapter ({error.server_message}); "
-                    "publishing the merged model instead."
-                )
-                self._status(note)
-                notes.append(note)
-                route = "merged"
-        if route == "merged":
-            await self._create_merged(job, name, template, request.quantize)
-        reply = await self._verify(name, route)
+        route = await self._route(job, request.route, info, notes)
+        # The model is made and checked under a staging name, then copied to the user's name:
+        # a failure or a cancel at any point leaves no half-made model, and a model it replaces
+        # stays as it was until the new one has passed its check.
+        staging = f"{name.split(':', 1)[0]}-publishing-{secrets.token_hex(3)}"
+        try:
+            route = await self._create(
+                job,
+                staging,
+                base=base,
+                template=template,
+                route=route,
+                request=request,
+                notes=notes,
+            )
+            reply = await self._verify(staging, route)
+            await self._client.copy(staging, name)
+        finally:
+            await self._delete_quietly(staging)
         publication_id = await asyncio.to_thread(
             self._record, job.id, name, base, route, request.quantize
         )
         self._status(f"Published {name}.")
         return PublishResult(name, base, route, reply, publication_id, tuple(notes))
+
+    async def _create(
+        self,
+        job: _Job,
+        name: str,
+        *,
+        base: str | None,
+        template: OllamaTemplate,
+        route: Route,
+        request: PublishRequest,
+        notes: list[str],
+    ) -> Route:
+        """Create the model by `route`; an adapter Ollama refuses falls back to merged weights
+        (unless the user asked for the adapter). Returns the route taken."""
+        if route == "adapter":
+            try:
+                await self._create_with_adapter(job, name, base, template)
+                return "adapter"
+            except OllamaError as error:
+                if request.route == "adapter" or not _refuses_adapters(error):
+                    raise
+                self._note(
+                    notes,
+                    f"Ollama could not take the adapter ({error.server_message}); "
+                    "publishing the merged model instead.",
+                )
+        await self._create_merged(job, name, template, request.quantize)
+        return "merged"
+
+    def _note(self, notes: list[str], text: str) -> None:
+        self._status(text)
+        notes.append(text)
 
     def _status(self, text: str) -> None:
         log.info("publish: %s", text)
@@ -270,21 +315,28 @@ class Publisher:
         self._status(f"Base model: {wanted} ({info.architecture}).")
         return wanted, info
 
-    def _route(self, job: _Job, wanted: str, info: ModelInfo | None) -> Route:
+    async def _route(
+        self, job: _Job, wanted: str, info: ModelInfo | None, notes: list[str]
+    ) -> Route:
         adapter_fits = (
             info is not None
             and job.has_adapter
             and job.method != "full"
-            and info.architecture in ("llama", "gemma2")
+            and info.architecture in ADAPTER_ARCHITECTURES
         )
-        if wanted == "adapter":
-            if not adapter_fits:
-                raise BadInputError(
-                    "Ollama takes a LoRA adapter only on a llama or gemma2 base; publish the "
-                    "merged model instead."
-                )
-            return "adapter"
+        if wanted == "adapter" and not adapter_fits:
+            raise BadInputError(
+                "Ollama takes a LoRA adapter only on a llama or gemma2 base; publish the "
+                "merged model instead."
+            )
         if wanted == "merged" or not adapter_fits:
+            return "merged"
+        try:
+            await asyncio.to_thread(self._adapter_config_for_ollama, job)
+        except BadInputError as error:  # an adapter Ollama cannot represent (DoRA, …)
+            if wanted == "adapter":
+                raise
+            self._note(notes, f"{error.message} Publishing the merged model instead.")
             return "merged"
         return "adapter"
 
@@ -293,16 +345,15 @@ class Publisher:
     ) -> None:
         config_path = await asyncio.to_thread(self._adapter_config_for_ollama, job)
         self._status("Uploading the adapter…")
-        digests = await self._client.push_blobs(
-            {
-                "adapter_model.safetensors": job.adapter_dir / "adapter_model.safetensors",
-                "adapter_config.json": config_path,
-            }
-        )
+        files = {
+            "adapter_model.safetensors": job.adapter_dir / "adapter_model.safetensors",
+            "adapter_config.json": config_path,
+        }
+        digests = await self._client.push_blobs(files, on_progress=self._upload_progress())
         request = CreateRequest(
             model=name, from_=base, adapters=digests, **_template_fields(template)
         )
-        await self._create(request)
+        await self._send_create(request)
 
     async def _create_merged(
         self, job: _Job, name: str, template: OllamaTemplate, quantize: str | None
@@ -311,13 +362,25 @@ class Publisher:
             await self._merge(job)
         files = await asyncio.to_thread(_merged_files, job.merged_dir)
         self._status(f"Uploading the merged model ({len(files)} files)…")
-        digests = await self._client.push_blobs(files)
+        digests = await self._client.push_blobs(files, on_progress=self._upload_progress())
         request = CreateRequest(
             model=name, files=digests, quantize=quantize, **_template_fields(template)
         )
-        await self._create(request)
+        await self._send_create(request)
 
-    async def _create(self, request: CreateRequest) -> None:
+    def _upload_progress(self) -> Callable[[int, int], None]:
+        """A status line at every tenth of the upload (a merged model can be gigabytes)."""
+        reported = [-1]
+
+        def progress(sent: int, total: int) -> None:
+            tenth = sent * 10 // total if total else 10
+            if tenth != reported[0]:
+                reported[0] = tenth
+                self._status(f"Uploaded {sent / 1e6:,.1f} of {total / 1e6:,.1f} MB")
+
+        return progress
+
+    async def _send_create(self, request: CreateRequest) -> None:
         async with aclosing(self._client.create(request)) as lines:
             async for line in lines:
                 self._status(line.status)
@@ -326,33 +389,31 @@ class Publisher:
         if not job.has_adapter:
             raise BadInputError(f"Job {job.id} has neither an adapter nor merged weights.")
         self._status("Merging the adapter into the base model (this loads the whole model)…")
-        command = self._merge_command(job.folder)
-        result = await asyncio.to_thread(
-            subprocess.run, command, capture_output=True, text=True, check=False
-        )
-        if result.returncode != 0 or not job.has_merged:
-            last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        log_path = job.folder / "merge.log"
+        code = await _run_stoppably(self._merge_command(job.folder), log_path)
+        if code != 0 or not job.has_merged:
+            lines = log_path.read_text(errors="replace").strip().splitlines()
+            last = lines[-1] if lines else f"exit code {code}"
             raise KnownError(f"Merging the adapter into its base failed: {last}")
 
     async def _verify(self, name: str, route: Route) -> str:
-        """The model is there, has its adapter, and answers; else it is deleted again."""
-        try:
-            info = await self._client.show(name)
-            if route == "adapter" and not info.has_adapter:
-                raise KnownError(f"Ollama created {name} without its adapter.")
-            self._status("Checking that the model answers…")
-            options = {"num_predict": 16, "temperature": 0, "seed": 0}
-            reply, _final = await self._client.generate_text(name, VERIFY_PROMPT, options=options)
-        except KnownError as error:
-            await self._delete_quietly(name)
-            raise KnownError(f"{error.message.rstrip('.')}; {name} was removed again.") from error
+        """The model is there, has its adapter, and answers."""
+        info = await self._client.show(name)
+        if route == "adapter" and not info.has_adapter:
+            raise KnownError("Ollama created the model without its adapter; publish it again.")
+        self._status("Checking that the model answers…")
+        options = {"num_predict": 16, "temperature": 0, "seed": 0}
+        reply, _final = await self._client.generate_text(name, VERIFY_PROMPT, options=options)
         return reply
 
     async def _delete_quietly(self, name: str) -> None:
+        """Remove the staging model, if it was made; also when the publish was cancelled."""
         try:
-            await self._client.delete(name)
-        except OllamaError:
-            log.warning("could not delete a model that failed its check", extra={"model": name})
+            await asyncio.shield(self._client.delete(name))
+        except OllamaNotFound:
+            pass
+        except (OllamaError, asyncio.CancelledError):
+            log.warning("could not remove a staging model", extra={"model": name})
 
     # --- files and the database (run in a thread) -----------------------------------------
 
@@ -447,3 +508,38 @@ def _merged_files(folder: Path) -> Mapping[str, Path]:
 def _refuses_adapters(error: OllamaError) -> bool:
     text = error.server_message.casefold()
     return any(word in text for word in _ADAPTER_REFUSALS)
+
+
+MERGE_GRACE_S = 10.0
+
+
+async def _run_stoppably(command: list[str], log_path: Path) -> int:
+    """Run `command` to its end without blocking the loop; cancelled, it gets SIGTERM, a grace
+    period, then its process group is killed (it may be loading a whole model)."""
+    with log_path.open("wb") as output:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=sys.platform != "win32",
+        )
+    try:
+        while (code := process.poll()) is None:
+            await asyncio.sleep(0.2)
+        return code
+    except asyncio.CancelledError:
+        await asyncio.shield(asyncio.to_thread(_stop, process))
+        raise
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(MERGE_GRACE_S)
+    except subprocess.TimeoutExpired:
+        if sys.platform == "win32":
+            process.kill()
+        else:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
