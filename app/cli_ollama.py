@@ -29,7 +29,11 @@ def add_ollama_commands(groups: Any, common: argparse.ArgumentParser) -> None:
     publish.add_argument("job_id")
     publish.add_argument("--name", required=True, help="the new model's name, e.g. my-model:v1")
     publish.add_argument("--base", help="the Ollama base model (default: the best match)")
-    publish.add_argument("--quantize", help="for merged models: q4_K_M, q4_K_S, q8_0 or f16")
+    publish.add_argument(
+        "--quantize",
+        choices=["q4_K_M", "q4_K_S", "q8_0", "f16"],  # app.ollama.publish.QUANTISATIONS
+        help="for merged weights: the quantisation Ollama stores them in",
+    )
     publish.add_argument("--route", choices=["auto", "adapter", "merged"], default="auto")
     publish.add_argument("--replace", action="store_true", help="overwrite a model of that name")
     publish.set_defaults(handler=_publish)

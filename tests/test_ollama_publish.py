@@ -298,3 +298,20 @@ def test_the_cli_publishes_and_reports_status(published, ollama_server):
 def len_vocab(context, job_id: str) -> int:
     config = context.home.jobs / job_id / "adapter" / "base_config.json"
     return int(orjson.loads(config.read_bytes())["vocab_size"])
+
+
+def test_the_quantisations_offered_are_the_ones_publishing_knows():
+    from app.cli import build_parser
+    from app.ollama.publish import QUANTISATIONS
+    from ui.publish_dialog import QUANTISATIONS as OFFERED
+
+    parser = build_parser()
+    publish_parser = parser._subparsers._group_actions[0].choices["ollama"]
+    action = next(
+        a
+        for a in publish_parser._subparsers._group_actions[0].choices["publish"]._actions
+        if a.dest == "quantize"
+    )
+    assert list(action.choices) == list(QUANTISATIONS)
+    assert [key for key, _text in OFFERED if key] == ["q8_0", "q4_K_M", "q4_K_S", "f16"]
+    assert set(QUANTISATIONS) == {key for key, _text in OFFERED if key}

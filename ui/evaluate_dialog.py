@@ -63,6 +63,7 @@ from app.workers.background import TaskFailure, TaskRunner
 from ui.async_tasks import AsyncTasks
 from ui.job_models import format_time, submit_for
 from ui.ollama_connection import OllamaConnection
+from ui.playground import model_combo
 
 Index = QModelIndex | QPersistentModelIndex
 _DISPLAY = Qt.ItemDataRole.DisplayRole
@@ -395,9 +396,9 @@ class EvaluateDialog(QDialog):
         row = QHBoxLayout(box)
         models = QFormLayout()
         models.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
-        self.tuned_combo = _model_combo("The fine-tuned model in Ollama: the job's publications")
+        self.tuned_combo = model_combo("The fine-tuned model in Ollama: the job's publications")
         self.tuned_combo.currentIndexChanged.connect(self.on_tuned_combo_changed)
-        self.base_combo = _model_combo("The model to compare with: the one the job was tuned from")
+        self.base_combo = model_combo("The model to compare with: the one the job was tuned from")
         for combo in (self.tuned_combo, self.base_combo):
             combo.currentTextChanged.connect(self.on_model_text_changed)
         self.past_combo = QComboBox()
@@ -748,17 +749,6 @@ def _wrapped_label(text: str = "") -> QLabel:
     label.setTextFormat(Qt.TextFormat.PlainText)
     label.setWordWrap(True)
     return label
-
-
-def _model_combo(tip: str) -> QComboBox:
-    combo = QComboBox()
-    combo.setEditable(True)
-    combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
-    combo.setToolTip(tip)
-    line = combo.lineEdit()
-    if line is not None:
-        line.setPlaceholderText("model:tag")
-    return combo
 
 
 def _spin(low: int, high: int, value: int, tip: str) -> QSpinBox:

@@ -37,7 +37,14 @@ from PySide6.QtWidgets import (
 from shiboken6 import isValid
 
 from app.ollama.client import OllamaClient
-from app.ollama.types import ModelInfo, ModelSummary, PullProgress, PullTotals, RunningModel
+from app.ollama.types import (
+    ModelInfo,
+    ModelSummary,
+    PullProgress,
+    PullTotals,
+    RunningModel,
+    full_name,
+)
 from app.workers.background import TaskFailure
 from ui.async_tasks import AsyncTasks
 from ui.dialogs import confirm, show_error
@@ -47,7 +54,6 @@ from ui.ollama_models import (
     ModelFilterProxy,
     OllamaModelTable,
     format_size,
-    full_name,
 )
 
 P = ParamSpec("P")

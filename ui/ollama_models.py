@@ -54,12 +54,6 @@ def parameter_count(parameter_size: str) -> int:
     return int(float(match.group(1)) * _SCALE[match.group(2).upper()])
 
 
-def full_name(name: str) -> str:
-    """A model name with its tag: Ollama lists `llama3.2` as `llama3.2:latest`."""
-    name = name.strip()
-    return name if name.rfind(":") > name.rfind("/") else f"{name}:latest"
-
-
 def _timestamp(moment: datetime | None) -> float:
     return moment.timestamp() if moment else 0.0
 

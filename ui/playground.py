@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,14 +61,7 @@ async def stream_answer(
     """Stream `model`'s answer to `messages`, handing each piece of text to `on_text` as it is
     parsed; returns the final chunk (done_reason, stats). Cancelling closes the stream, which the
     server sees as the request being cancelled."""
-    final: ChatChunk | None = None
-    async with aclosing(client.chat(model, messages, options=options)) as chunks:
-        async for chunk in chunks:
-            if chunk.text:
-                on_text(chunk.text)
-            final = chunk
-    # The client raises when a stream ends without its final line, so there is one here.
-    assert final is not None and final.done
+    _text, final = await client.chat_text(model, messages, options=options, on_text=on_text)
     return final
 
 
@@ -239,12 +231,12 @@ class PlaygroundPane(QWidget):
         box = QGroupBox("Model and options")
         box.setMaximumWidth(_OPTIONS_WIDTH)
         form = QFormLayout(box)
-        self.model_combo = _model_combo("The model to chat with")
+        self.model_combo = model_combo("The model to chat with")
         form.addRow("Model", self.model_combo)
         self.compare_box = QCheckBox("Compare with")
         self.compare_box.setToolTip("Send each prompt to a second model too, side by side")
         self.compare_box.toggled.connect(self.on_compare_box_toggled)
-        self.base_combo = _model_combo("The second model, e.g. the base the first was tuned from")
+        self.base_combo = model_combo("The second model, e.g. the base the first was tuned from")
         self.base_combo.setEnabled(False)
         form.addRow(self.compare_box, self.base_combo)
         self.system_edit = QPlainTextEdit()
@@ -454,7 +446,8 @@ class PlaygroundPane(QWidget):
         self.stop_button.setEnabled(busy)
 
 
-def _model_combo(tip: str) -> QComboBox:
+def model_combo(tip: str) -> QComboBox:
+    """An editable picker of Ollama models (the list from /api/tags; any name may be typed)."""
     combo = QComboBox()
     combo.setEditable(True)
     combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)

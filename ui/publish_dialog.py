@@ -43,6 +43,7 @@ QUANTISATIONS: tuple[tuple[str | None, str], ...] = (
     ("q8_0", "q8_0 (half the size, near lossless)"),
     ("q4_K_M", "q4_K_M (a quarter of the size)"),
     ("q4_K_S", "q4_K_S (smallest)"),
+    ("f16", "f16 (16-bit floats)"),
 )
 
 

@@ -328,6 +328,30 @@ class OllamaClient:
         assert final is not None and final.done
         return "".join(pieces), final
 
+    async def chat_text(
+        self,
+        model: str,
+        messages: Sequence[ChatMessage],
+        *,
+        options: dict[str, Any] | None = None,
+        truncate: bool | None = None,
+        on_text: Callable[[str], None] | None = None,
+    ) -> tuple[str, ChatChunk]:
+        """The whole answer to `messages` and the final chunk (done_reason, stats); each piece
+        of text also goes to `on_text` as it is parsed, for a view that streams it."""
+        pieces: list[str] = []
+        final: ChatChunk | None = None
+        stream = self.chat(model, messages, options=options, truncate=truncate)
+        async with aclosing(stream) as chunks:
+            async for chunk in chunks:
+                if chunk.text:
+                    pieces.append(chunk.text)
+                    if on_text is not None:
+                        on_text(chunk.text)
+                final = chunk
+        assert final is not None and final.done  # as in generate_text
+        return "".join(pieces), final
+
     # -- plumbing ----------------------------------------------------------------------------
 
     async def _request(

@@ -25,7 +25,6 @@ import tempfile
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -43,7 +42,7 @@ from app.errors import BadInputError, KnownError, NotFoundError
 from app.jobs.lifecycle import JobStatus
 from app.jobs.service import get_job, job_dir
 from app.ollama.client import OllamaClient
-from app.ollama.types import ChatChunk, ChatMessage
+from app.ollama.types import ChatMessage
 from app.paths import DataHome
 from app.settings import Hyperparameters
 
@@ -398,21 +397,16 @@ def _prepare(
 async def _answer(
     client: OllamaClient, model: str, example: Example, options: Mapping[str, Any]
 ) -> Answer:
-    pieces: list[str] = []
-    final: ChatChunk | None = None
-    stream = client.chat(model, example.messages, options=dict(options), truncate=False)
-    async with aclosing(stream) as chunks:
-        async for chunk in chunks:
-            pieces.append(chunk.text)
-            if chunk.done:
-                final = chunk
-    stats = final.stats if final is not None else None
+    text, final = await client.chat_text(
+        model, example.messages, options=dict(options), truncate=False
+    )
+    stats = final.stats
     return Answer(
-        text="".join(pieces),
+        text=text,
         eval_count=stats.eval_count if stats else None,
         eval_duration_ns=stats.eval_duration if stats else None,
         prompt_eval_count=stats.prompt_eval_count if stats else None,
-        done_reason=final.done_reason if final is not None else None,
+        done_reason=final.done_reason,
     )
 
 

@@ -50,7 +50,8 @@ from app.ollama.bases import (
 from app.ollama.client import OllamaClient
 from app.ollama.errors import OllamaError, OllamaNotFound
 from app.ollama.template import OllamaTemplate, derive_template
-from app.ollama.types import CreateRequest, ModelInfo
+from app.ollama.types import CreateRequest, ModelInfo, same_model
+from app.ollama.versions import adapter_create_may_be_missing
 from app.paths import DataHome, self_command
 
 log = logging.getLogger(__name__)
@@ -207,6 +208,10 @@ class Publisher:
         name = check_model_name(request.name)
         version = await self._client.check()
         self._status(f"Ollama {version} at {self._client.base_url}.")
+        if adapter_create_may_be_missing(version):
+            # Reported, not verified (OLLAMA_API.md §0.6): the create is tried all the same,
+            # and a refusal falls back to the merged weights.
+            self._status(f"Ollama {version} may no longer create models from LoRA adapters.")
         job = await asyncio.to_thread(self._read_job, request.job_id)
         await self._refuse_existing(name, request.replace)
         template = await asyncio.to_thread(derive_template, self._template_folder(job))
@@ -478,12 +483,7 @@ def _shape(folder: Path) -> BaseShape | None:
 
 
 def _present(name: str, installed: list[str]) -> bool:
-    wanted = _with_tag(name).casefold()
-    return any(_with_tag(n).casefold() == wanted for n in installed)
-
-
-def _with_tag(name: str) -> str:
-    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+    return any(same_model(name, other) for other in installed)
 
 
 def _template_fields(template: OllamaTemplate) -> dict[str, Any]:

@@ -357,3 +357,14 @@ class CreateRequest:
             "quantize": self.quantize,
         }
         return {key: value for key, value in body.items() if value is not None}
+
+
+def full_name(name: str) -> str:
+    """A model name with its tag: Ollama lists `llama3.2` as `llama3.2:latest`."""
+    name = name.strip()
+    return name if name.rfind(":") > name.rfind("/") else f"{name}:latest"
+
+
+def same_model(a: str, b: str) -> bool:
+    """Whether two names are one model to Ollama (the tag defaults to latest; case is ignored)."""
+    return full_name(a).casefold() == full_name(b).casefold()
