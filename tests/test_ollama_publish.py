@@ -315,3 +315,26 @@ def test_the_quantisations_offered_are_the_ones_publishing_knows():
     assert list(action.choices) == list(QUANTISATIONS)
     assert [key for key, _text in OFFERED if key] == ["q8_0", "q4_K_M", "q4_K_S", "f16"]
     assert set(QUANTISATIONS) == {key for key, _text in OFFERED if key}
+
+
+def test_without_a_chat_template_the_base_template_is_used_and_said(published, ollama_server):
+    context, jobs = published
+    adapter = context.home.jobs / jobs["llama"] / "adapter"
+    (adapter / "chat_template.jinja").unlink()
+    config = orjson.loads((adapter / "tokenizer_config.json").read_bytes())
+    config.pop("chat_template", None)
+    (adapter / "tokenizer_config.json").write_bytes(orjson.dumps(config))
+    base_template = "{{ range .Messages }}<{{ .Role }}>{{ .Content }}{{ end }}<assistant>"
+    ollama_server.add_model(
+        "tiny-base",
+        **TINY,
+        vocab_size=len_vocab(context, jobs["llama"]),
+        template=base_template,
+        parameters={"stop": ["<user>"]},
+    )
+    result = publish(
+        context, ollama_server, PublishRequest(jobs["llama"], "facts-tuned", base="tiny-base")
+    )
+    assert any("base model's own template is used instead" in note for note in result.notes)
+    model = ollama_server.model("facts-tuned")
+    assert model.template == base_template and model.parameters["stop"] == ["<user>"]

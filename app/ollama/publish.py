@@ -214,8 +214,8 @@ class Publisher:
             self._status(f"Ollama {version} may no longer create models from LoRA adapters.")
         job = await asyncio.to_thread(self._read_job, request.job_id)
         await self._refuse_existing(name, request.replace)
-        template = await asyncio.to_thread(derive_template, self._template_folder(job))
         base, info = await self._choose_base(job, request.base)
+        template = await self._template(job, info)
         notes = list(template.notes)
         route = await self._route(job, request.route, info, notes)
         # The model is made and checked under a staging name, then copied to the user's name:
@@ -269,6 +269,19 @@ class Publisher:
                 )
         await self._create_merged(job, name, template, request.quantize)
         return "merged"
+
+    async def _template(self, job: _Job, base: ModelInfo | None) -> OllamaTemplate:
+        """The template derived from the job's tokenizer; where that cannot be done, the
+        base's own template and stops, said in a note (the job was trained on that base)."""
+        try:
+            return await asyncio.to_thread(derive_template, self._template_folder(job))
+        except BadInputError as error:
+            if base is None or not base.template:
+                raise
+            stops = tuple(base.parameter_values().get("stop", []))
+            note = f"{error.message} The base model's own template is used instead."
+            self._status(note)
+            return OllamaTemplate(base.template, stops, None, (note,))
 
     def _note(self, notes: list[str], text: str) -> None:
         self._status(text)
