@@ -217,6 +217,20 @@ def bench_blob_upload() -> list[tuple[str, str, str, str]]:
     ]
 
 
+def bench_pull() -> list[tuple[str, str, str, str]]:
+    report = run_child("bench.child_pull_heartbeat").report
+    worst = float(report["max_gap_ms"])
+    return [
+        (
+            f"Longest GUI event-loop stall while a pull streams {int(report['lines']):,} "  # type: ignore[call-overload]
+            "progress lines into the Models tab (5 ms QTimer heartbeat)",
+            f"{worst:.0f} ms (p99 {float(report['p99_gap_ms']):.0f} ms)",
+            "budget 50 ms",
+            "pass" if worst <= 50 else "FAIL",
+        )
+    ]
+
+
 def compile_sources() -> None:
     """Byte-compile app/ and ui/ as an installed package or the frozen app has them, even where
     PYTHONDONTWRITEBYTECODE keeps an editable checkout from caching its bytecode."""
@@ -282,7 +296,7 @@ def main() -> int:
         if options.only in (None, "chat"):
             rows += bench_chat()
         if options.only in (None, "ollama"):
-            rows += bench_blob_upload()
+            rows += bench_blob_upload() + bench_pull()
         if options.only in (None, "training"):
             from bench import train_batching, train_overhead
 

@@ -1993,6 +1993,7 @@ class OllamaStandIn:
     def __init__(self, version: str = "0.12.6", *, root: Path | None = None) -> None:
         self.version = version
         self.pull_chunk_delay: float = 0.01
+        self.pull_steps: int = 4  # progress lines per layer (a benchmark asks for thousands)
         self.token_delay: float = 0.0
         self.requests: list[RecordedRequest] = []
         self._lock = threading.RLock()
@@ -2785,7 +2786,7 @@ class OllamaStandIn:
             yield _Err("pull model manifest: file does not exist")
             return
         template, blobs = entry
-        steps = 4
+        steps = self.pull_steps
         progress: list[list[dict[str, Any]]] = []
         for layer in template.layers:
             status = f"pulling {layer.digest[7:19]}"
