@@ -59,18 +59,18 @@ def build_tiny_qwen(folder: Path, llama: Path) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def trained(tmp_path_factory, tiny_model):
     """A data folder with two completed LoRA jobs (a llama and a qwen2 base), trained once for
-    the module by the real headless worker."""
+    the session by the real headless worker (the window's publish tests use it too)."""
     from app.datasets.importer import ImportOptions, import_dataset
     from app.jobs.service import NewJob, create_job
 
     root = tmp_path_factory.mktemp("publish-home")
-    qwen = build_tiny_qwen(root.parent / "tiny-qwen", tiny_model)
+    qwen = build_tiny_qwen(tmp_path_factory.mktemp("tiny-qwen") / "model", tiny_model)
     context = AppContext.open(root)
     try:
-        data = root.parent / "facts.jsonl"
+        data = tmp_path_factory.mktemp("facts") / "facts.jsonl"
         rows = [{"instruction": q, "output": a} for q, a in FACTS] * 4
         data.write_text("".join(json.dumps(row) + "\n" for row in rows))
         dataset = import_dataset(context.database, context.home, data, ImportOptions(name="facts"))
