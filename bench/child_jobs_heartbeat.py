@@ -19,6 +19,7 @@ from app.datasets.importer import ImportOptions, import_dataset
 from app.jobs.service import NewJob, create_job
 from bench.common import peak_rss_mb
 from tests.training_fixtures import FACTS, build_tiny_model
+from ui.async_tasks import install_event_loop, remove_event_loop
 from ui.main_window import MainWindow
 
 HYPER = {
@@ -55,6 +56,7 @@ with tempfile.TemporaryDirectory() as folder:
         )
         for _ in range(2)
     ]
+    loop = install_event_loop(app)  # as ui.application.run_gui does
     window = MainWindow(context)
     window.show()
     gaps: list[float] = []
@@ -85,6 +87,7 @@ with tempfile.TemporaryDirectory() as folder:
     app.exec()
     timer.stop()
     window.shut_down()
+    remove_event_loop(loop, *window.closing_work())
     context.close()
     ordered = sorted(gaps)
     print(

@@ -7,6 +7,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from PySide6.QtCore import QEventLoop
 from PySide6.QtWidgets import QApplication
 
 from app.context import AppContext
@@ -53,8 +54,8 @@ def open_tab(
     tab = JobsTab(context, runner, pool)
     tab.resize(1200, 700)
     tab.show()
-    while not tab.loaded:
-        app.processEvents()
+    while not tab.loaded:  # wait as the app's event loop does, without spinning against the read
+        app.processEvents(QEventLoop.ProcessEventsFlag.WaitForMoreEvents)
     tab.grab()
     return tab, time.perf_counter() - started
 

@@ -101,8 +101,10 @@ def _no_leftover_event_loop() -> Iterator[None]:
     yield
     import asyncio
 
+    import qasync
+
     loop = asyncio.events._get_running_loop()
-    if loop is not None and type(loop).__name__ == "QEventLoop":
+    if isinstance(loop, qasync.QEventLoop):
         from ui.async_tasks import remove_event_loop
 
         remove_event_loop(loop)

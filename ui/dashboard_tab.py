@@ -7,6 +7,7 @@ the pool's events live.
 
 from __future__ import annotations
 
+import html
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -254,7 +255,7 @@ class DashboardTab(QWidget):
             data_line = (
                 f"<p><b>{len(datasets):,}</b> dataset{'' if len(datasets) == 1 else 's'} with "
                 f"<b>{records:,}</b> records in all; "
-                f"the newest is <i>{_escape(newest.name)}</i> ({newest.rows:,} {newest.format} "
+                f"the newest is <i>{html.escape(newest.name)}</i> ({newest.rows:,} {newest.format} "
                 "records).</p>"
             )
         else:
@@ -291,7 +292,7 @@ class DashboardTab(QWidget):
 
     def on_jobs_read_failed(self, failure: TaskFailure) -> None:
         self._reading = False
-        self.jobs_label.setText(_escape(failure.message))
+        self.jobs_label.setText(html.escape(failure.message))
 
     def refresh_disk(self) -> None:
         root = self._context.home.root
@@ -300,15 +301,15 @@ class DashboardTab(QWidget):
             self._runner,
             lambda _c: disk_usage(root),
             on_success=self.on_disk_measured,
-            on_error=lambda failure: self.disk_label.setText(_escape(failure.message)),
+            on_error=lambda failure: self.disk_label.setText(html.escape(failure.message)),
         )
 
     def on_disk_measured(self, usage: DiskUsage) -> None:
         parts = [f"{name} {format_bytes(size)}" for name, size in usage.by_part().items() if size]
         self.disk_label.setText(
             f"The data folder uses <b>{format_bytes(usage.total)}</b>"
-            + (f": {_escape(', '.join(parts))}." if parts else ".")
-            + f"<br><code>{_escape(str(self._context.home.root))}</code>"
+            + (f": {html.escape(', '.join(parts))}." if parts else ".")
+            + f"<br><code>{html.escape(str(self._context.home.root))}</code>"
         )
 
     # --- the pool ----------------------------------------------------------------------------
@@ -336,7 +337,9 @@ class DashboardTab(QWidget):
         for worker in self._pool.workers():
             doing = "idle"
             if worker.job_id is not None:
-                doing = f"training <i>{_escape(self._names.get(worker.job_id, worker.job_id))}</i>"
+                doing = (
+                    f"training <i>{html.escape(self._names.get(worker.job_id, worker.job_id))}</i>"
+                )
             lines.append(f"Worker {worker.slot + 1}: {doing}")
         busy = len(self._pool.running_jobs)
         head = f"<b>{busy}</b> busy, <b>{len(lines) - busy}</b> idle"
@@ -391,10 +394,10 @@ def _activity(job: JobRow) -> str:
     if job.status == JobStatus.COMPLETED and job.loss is not None:
         detail = f" (loss {format_loss(job.loss)})"
     elif job.status == JobStatus.FAILED and job.error:
-        detail = f": {_escape(job.error)}"
+        detail = f": {html.escape(job.error)}"
     colour = STATUS_COLOURS.get(JobStatus(job.status), "#6b7280")
     return (
-        f"{format_time(moment)} &nbsp;<i>{_escape(job.name)}</i> "
+        f"{format_time(moment)} &nbsp;<i>{html.escape(job.name)}</i> "
         f"<span style='color: {colour}'>{verb}</span>{detail}"
     )
 
@@ -405,7 +408,3 @@ def _rich_label(text: str = "") -> QLabel:
     label.setTextFormat(Qt.TextFormat.RichText)
     label.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
     return label
-
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

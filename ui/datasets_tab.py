@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 from typing import Any
 
@@ -439,13 +440,9 @@ def summary_html(dataset: Dataset) -> str:
     if tokens:
         rows.append(("Tokens (approx.)", _spread(tokens)))
     body = "".join(f"<tr><td><b>{k}</b>&nbsp;&nbsp;</td><td>{v}</td></tr>" for k, v in rows)
-    return f"<h3>{_escape(dataset.name)}</h3><table>{body}</table>"
+    return f"<h3>{html.escape(dataset.name)}</h3><table>{body}</table>"
 
 
 def _spread(values: dict[str, Any]) -> str:
     keys = ("min", "p50", "p90", "p99", "max")
     return ", ".join(f"{key} {values[key]:,.0f}" for key in keys if key in values)
-
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

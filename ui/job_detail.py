@@ -5,6 +5,7 @@ the loss curves of several selected jobs compared.
 
 from __future__ import annotations
 
+import html
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -275,7 +276,7 @@ class JobDetailPane(QWidget):
         self.chart.show_message("Select a job to see its loss curves.")
 
     def _load_one(self, row: JobRow) -> None:
-        self.title_label.setText(f"<h3>{_escape(row.name)}</h3>")
+        self.title_label.setText(f"<h3>{html.escape(row.name)}</h3>")
         self.show_figures(row)
         self._loading = True
         self.chart.show_message("Reading the loss curves…")
@@ -324,7 +325,7 @@ class JobDetailPane(QWidget):
     def _load_several(self, rows: list[JobRow]) -> None:
         names = ", ".join(row.name for row in rows[:4]) + ("…" if len(rows) > 4 else "")
         self.title_label.setText(
-            f"<h3>{len(rows)} jobs compared</h3><p>{_escape(names)}: training loss solid, "
+            f"<h3>{len(rows)} jobs compared</h3><p>{html.escape(names)}: training loss solid, "
             "evaluation loss dashed.</p>"
         )
         for label in (self.status_label, self.facts_label, self.progress_label):
@@ -369,7 +370,7 @@ class JobDetailPane(QWidget):
     def show_job(self, job: Job) -> None:
         """The static part: title, status, facts, error, artifacts, and which actions apply."""
         self.job = job
-        self.title_label.setText(f"<h3>{_escape(job.name)}</h3>")
+        self.title_label.setText(f"<h3>{html.escape(job.name)}</h3>")
         colour = STATUS_COLOURS.get(JobStatus(job.status), "#6b7280")
         self.status_label.setText(job.status)
         self.status_label.setStyleSheet(
@@ -482,8 +483,8 @@ class JobDetailPane(QWidget):
 def _facts(job: Job) -> str:
     hyper = job.spec.get("hyperparameters", {})
     parts = [
-        f"Dataset <b>{_escape(job.dataset_name)}</b>",
-        f"base model <b>{_escape(job.base_model)}</b>",
+        f"Dataset <b>{html.escape(job.dataset_name)}</b>",
+        f"base model <b>{html.escape(job.base_model)}</b>",
         f"{job.method}, {hyper.get('epochs', '?')} epochs, batch {hyper.get('batch_size', '?')}, "
         f"learning rate {hyper.get('learning_rate', '?')}",
         f"created {format_time(job.created_at)}",
@@ -519,7 +520,3 @@ def _artifacts_text(job: Job) -> str:
     names = {"adapter": "LoRA adapter", "merged": "merged model", "checkpoint": "last checkpoint"}
     items = [f"{names.get(kind, kind)}: {path}" for kind, path in sorted(job.artifacts.items())]
     return "Results in the job's folder: " + "; ".join(items)
-
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

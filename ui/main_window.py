@@ -27,6 +27,7 @@ from ui.playground import PlaygroundPane
 from ui.settings_tab import SettingsTab
 
 _STATUS_TIMEOUT_MS = 8000
+_OLLAMA_START_DELAY_MS = 1000
 
 
 class MainWindow(QMainWindow):
@@ -38,6 +39,7 @@ class MainWindow(QMainWindow):
         self.pool = WorkerPool(context.database, context.home, settings.max_concurrent_jobs, self)
         self.ollama = OllamaConnection(settings.ollama_url, self)
         self._closing = False
+        self._ollama_start: QTimer | None = None
         self.setWindowTitle(APP_NAME)
         self.setWindowIcon(app_icon())
         self.resize(1180, 760)
@@ -47,7 +49,11 @@ class MainWindow(QMainWindow):
         self._build_status_bar()
         if start_workers:
             QTimer.singleShot(0, self.pool.start)  # after the first paint
-            QTimer.singleShot(0, self.ollama.start)
+            # A moment later, so that the HTTP stack's imports (in a worker thread) do not pile
+            # on top of the pool's start and its trainers' spawn.
+            self._ollama_start = QTimer(self, singleShot=True, interval=_OLLAMA_START_DELAY_MS)
+            self._ollama_start.timeout.connect(self.ollama.start)
+            self._ollama_start.start()
 
     def _build_tabs(self) -> None:
         self.tabs = QTabWidget()
@@ -200,6 +206,9 @@ class MainWindow(QMainWindow):
 
     def shut_down(self) -> None:
         """Cancel background work (an import cancelled leaves nothing behind) and wait for it."""
+        if self._ollama_start is not None:
+            self._ollama_start.stop()
+        self.ollama.stop()
         self.models_list.shut_down()
         self.playground.shut_down()
         self.runner.shutdown()

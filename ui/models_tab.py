@@ -9,6 +9,7 @@ callbacks of work that ends after the tab was deleted are skipped.
 from __future__ import annotations
 
 import asyncio
+import html
 from collections.abc import Callable, Coroutine
 from contextlib import aclosing
 from typing import Any, ParamSpec, TypeVar
@@ -701,17 +702,17 @@ class ModelDetailsPane(QWidget):
         self._fill({}, "", "", "", "")
 
     def show_loading(self, summary: ModelSummary) -> None:
-        self.title_label.setText(f"<h3>{_escape(summary.name)}</h3>")
+        self.title_label.setText(f"<h3>{html.escape(summary.name)}</h3>")
         self._set_message(f"Asking Ollama about {summary.name}…")
         self._fill({}, "", "", "", "")
 
     def show_failure(self, name: str, message: str) -> None:
-        self.title_label.setText(f"<h3>{_escape(name)}</h3>")
+        self.title_label.setText(f"<h3>{html.escape(name)}</h3>")
         self._set_message(message, error=True)
         self._fill({}, "", "", "", "")
 
     def show_info(self, name: str, info: ModelInfo) -> None:
-        self.title_label.setText(f"<h3>{_escape(name)}</h3>")
+        self.title_label.setText(f"<h3>{html.escape(name)}</h3>")
         self._set_message("")
         self._fill(model_facts(info), info.template, info.parameters, info.system, info.license)
         self.body.show()
@@ -773,10 +774,6 @@ def _tokens(count: int | None) -> str:
     return f"{count:,} tokens" if count else ""
 
 
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
 class CopyModelDialog(QDialog):
     """Asks for the name of a copy; `copy_requested(name)` on Copy with a name. It stays open
     while Ollama copies: `done_copying()` closes it, `show_failure(text)` says why not."""
@@ -787,7 +784,7 @@ class CopyModelDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle(f"Copy {source}")
         layout = QVBoxLayout(self)
-        layout.addWidget(QLabel(f"Copy {_escape(source)} under the name:"))
+        layout.addWidget(QLabel(f"Copy {html.escape(source)} under the name:"))
         self.name_edit = QLineEdit(suggested_copy_name(source))
         self.name_edit.selectAll()
         self.name_edit.textChanged.connect(self.on_name_edit_text_changed)

@@ -6,6 +6,8 @@ Every call runs on the qasync loop (ui.async_tasks); nothing here blocks the win
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -55,6 +57,7 @@ class OllamaConnection(QObject):
         self._checker: OllamaClient | None = None
         self._retired: list[OllamaClient] = []
         self.state: OllamaState | None = None
+        self._stopped = False
         self._timer = QTimer(self, interval=interval_ms)
         self._timer.timeout.connect(self.check_now)
 
@@ -69,8 +72,15 @@ class OllamaConnection(QObject):
         return self._url
 
     def start(self) -> None:
+        self._stopped = False
         self.check_now()
         self._timer.start()
+
+    def stop(self) -> None:
+        """No more checks (the window is closing); the clients stay until closing_work()."""
+        self._stopped = True
+        self._timer.stop()
+        self._tasks.cancel_all()
 
     def set_url(self, url: str) -> None:
         """Talk to another server from now on (the Settings tab saved a new URL)."""
@@ -84,14 +94,28 @@ class OllamaConnection(QObject):
         self.check_now()
 
     def check_now(self) -> None:
+        if self._stopped:
+            return
         if self._tasks.busy:  # a check is on its way; a slow server is not asked twice
             return
-        if self._checker is None:
-            self._checker = OllamaClient(self._url, read_timeout=CHECK_TIMEOUT_S)
-        client = self._checker
-        self._tasks.start(_check(client), on_success=lambda state: self._set_state(client, state))
+        self._tasks.start(self._check(), on_success=self._set_state)
 
-    def _set_state(self, client: OllamaClient, state: OllamaState) -> None:
+    async def _check(self) -> tuple[OllamaClient, OllamaState]:
+        if self._checker is None:
+            # Imports and TLS set-up (httpx loads the CA bundle for every client) take a few
+            # hundred milliseconds: they happen in a worker thread, not on the GUI thread.
+            url = self._url
+            checker, client = await asyncio.to_thread(_make_clients, url, self._client is None)
+            if url != self._url:  # the URL changed meanwhile: these are for the old one
+                self._retired += [c for c in (checker, client) if c is not None]
+                raise asyncio.CancelledError
+            self._checker = checker
+            self._client = self._client or client
+        client = self._checker
+        return client, await _check(client)
+
+    def _set_state(self, answer: tuple[OllamaClient, OllamaState]) -> None:
+        client, state = answer
         if client is not self._checker:
             return  # the answer of a server no longer configured
         if state != self.state:
@@ -105,6 +129,19 @@ class OllamaConnection(QObject):
         clients = [*self._retired, *(c for c in (self._client, self._checker) if c is not None)]
         self._retired, self._client, self._checker = [], None, None
         return [client.aclose() for client in clients]
+
+
+# httpx, and what its first request imports on the spot (its async backend on anyio): a few
+# hundred milliseconds of imports that must not happen on the GUI thread.
+_HTTP_STACK = ("httpx", "httpcore._backends.anyio", "anyio._backends._asyncio")
+
+
+def _make_clients(url: str, with_client: bool) -> tuple[OllamaClient, OllamaClient | None]:
+    """The status checker (short timeout) and, if asked, the client for real work."""
+    for module in _HTTP_STACK:
+        importlib.import_module(module)
+    checker = OllamaClient(url, read_timeout=CHECK_TIMEOUT_S)
+    return checker, OllamaClient(url) if with_client else None
 
 
 async def _check(client: OllamaClient) -> OllamaState:

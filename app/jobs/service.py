@@ -447,11 +447,18 @@ def interrupt_orphans(database: Database) -> list[str]:
 
 
 def process_identity() -> tuple[int, float]:
-    """This process's pid and start time (the pair survives pid reuse)."""
-    import psutil
+    """This process's pid and start time (the pair survives pid reuse); read once per process,
+    as the dispatcher claims jobs on the GUI thread."""
+    pid = os.getpid()
+    known = _IDENTITY.get(pid)
+    if known is None:
+        import psutil
 
-    me = psutil.Process()
-    return me.pid, me.create_time()
+        known = _IDENTITY[pid] = (pid, psutil.Process(pid).create_time())
+    return known
+
+
+_IDENTITY: dict[int, tuple[int, float]] = {}  # by pid, so a forked child reads its own
 
 
 def process_alive(pid: int | None, started: float | None) -> bool:

@@ -81,6 +81,9 @@ class OllamaClient:
             headers={"User-Agent": f"{APP_ID}/{__version__}"},
             # A proxy from the environment must not carry requests meant for this machine.
             trust_env=not _is_loopback(urlsplit(self.base_url).hostname or ""),
+            # Plain http (Ollama's default) needs no certificates: loading the CA bundle holds
+            # the GIL for tens of milliseconds per client, which the window would feel.
+            verify=self.base_url.startswith("https://"),
         )
 
     async def aclose(self) -> None:

@@ -11,7 +11,7 @@ import logging
 import os
 from dataclasses import dataclass
 
-from PySide6.QtCore import QFileSystemWatcher, QObject, QThreadPool, Signal, Slot
+from PySide6.QtCore import QFileSystemWatcher, QObject, QThreadPool, QTimer, Signal, Slot
 
 from app.db.models import Job
 from app.db.session import Database
@@ -91,7 +91,11 @@ class WorkerPool(QObject):
         self._watcher = QFileSystemWatcher(self)
         self._watcher.fileChanged.connect(self.on_queue_file_changed)
         self._watcher.directoryChanged.connect(self.on_jobs_folder_changed)
-        self.state_changed.connect(self._publish_state)
+        # The state file is written once after a burst of changes (a dispatch that starts
+        # several jobs), not once per change: it is file I/O on the thread that owns the pool.
+        self._publish_timer = QTimer(self, singleShot=True, interval=0)
+        self._publish_timer.timeout.connect(self._publish_state)
+        self.state_changed.connect(self._publish_timer.start)
 
     # --- control -----------------------------------------------------------------------------
 
