@@ -105,3 +105,29 @@ def test_settings_test_button_asks_the_server_at_the_typed_url(qtbot, window, ol
     settings.editors["ollama_url"].setText("ftp://nowhere")
     settings.test_ollama_button.click()
     assert label.text() and "ftp" in label.text()
+
+
+def test_a_qwen2_job_is_published_merged_from_the_dialog(qtbot, window, ollama_server):
+    win, jobs = window
+    context = win.context
+    vocab = len_vocab(context, jobs["qwen"])
+    ollama_server.add_model("tinyqwen", family="qwen2", **TINY, vocab_size=vocab)
+    tab = win.jobs_tab
+    win.tabs.setCurrentWidget(tab)
+    qtbot.waitUntil(lambda: tab.model.row_of(jobs["qwen"]) >= 0, timeout=WAIT_MS)
+    tab.select_job(jobs["qwen"])
+    qtbot.waitUntil(tab.detail.publish_button.isEnabled, timeout=WAIT_MS)
+    tab.detail.publish_button.click()
+    dialog = tab.ollama_dialog
+    qtbot.waitUntil(lambda: dialog.base_combo.count() > 0, timeout=WAIT_MS)
+    dialog.base_combo.setCurrentText("tinyqwen")
+    assert "takes merged weights only" in dialog.base_note.text()
+    dialog.quantize_combo.setCurrentIndex(dialog.quantize_combo.findData("q8_0"))
+    dialog.name_edit.setText("facts-qwen-ui")
+    dialog.publish_button.click()
+    qtbot.waitUntil(lambda: dialog.outcome is not None, timeout=120_000)
+    assert dialog.outcome.route == "merged"
+    log = dialog.log_view.toPlainText()
+    assert "Merging the adapter" in log and "Uploaded" in log and "success" in log
+    model = ollama_server.model("facts-qwen-ui")
+    assert model.family == "qwen2" and model.quantization_level.upper() == "Q8_0"
