@@ -356,3 +356,35 @@ def test_stopping_a_job_the_moment_it_starts_frees_its_slot(qtbot, context, data
     qtbot.waitUntil(lambda: not pool.running_jobs, timeout=10_000)
     assert get_job(context.database, job.id).status == "interrupted"
     assert pool.shutdown()
+
+
+def test_the_dispatcher_claims_jobs_off_the_thread_that_owns_the_pool(
+    qtbot, context, dataset, tmp_path, monkeypatch
+):
+    """The claim (a conditional UPDATE) and the orphan check are database work: in the window
+    they would stall the GUI thread, so they run on the pool's claim thread."""
+    import threading
+
+    import app.workers.pool as pool_module
+
+    threads: dict[str, set[str]] = {"claim": set(), "orphans": set()}
+
+    def recorded(name, real):
+        def wrapper(*args, **kwargs):
+            threads[name].add(threading.current_thread().name)
+            return real(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(pool_module, "claim", recorded("claim", pool_module.claim))
+    monkeypatch.setattr(
+        pool_module, "interrupt_orphans", recorded("orphans", pool_module.interrupt_orphans)
+    )
+    command = stand_in(tmp_path, EMIT + 'emit(event="finished", status="completed")\n')
+    jobs = queue(context, dataset, 3)
+    pool = WorkerPool(context.database, context.home, 2, command=command)
+    finished = run_until_idle(qtbot, pool, jobs)
+    assert set(finished.values()) == {"completed"}
+    main = threading.main_thread().name
+    assert threads["claim"] and main not in threads["claim"]
+    assert threads["orphans"] and main not in threads["orphans"]

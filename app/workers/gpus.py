@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
+import threading
 from dataclasses import dataclass
 
 from app.errors import BadInputError
@@ -50,11 +51,15 @@ def _parse(line: str) -> Gpu:
 
 
 class GpuAllocator:
-    """Keeps track of what each running job was given, by its memory estimate."""
+    """Keeps track of what each running job was given, by its memory estimate.
+
+    Thread-safe: the pool places jobs on its claim thread and releases them on its own.
+    """
 
     def __init__(self, gpus: list[Gpu]) -> None:
         self.gpus = gpus
         self._placed: dict[str, tuple[int, int]] = {}  # job -> (gpu index, bytes reserved)
+        self._lock = threading.Lock()
 
     def place(self, job_id: str, need_bytes: int | None) -> list[int] | None:
         """The GPU indices for `job_id`, or None when none has room now.
@@ -69,14 +74,16 @@ class GpuAllocator:
                 f"free GPU has {gigabytes(largest)}; use QLoRA, a smaller batch or a shorter "
                 "max sequence length."
             )
-        for gpu in sorted(self.gpus, key=self._free, reverse=True):
-            if self._fits(gpu, need_bytes):
-                self._placed[job_id] = (gpu.index, need_bytes or 0)
-                return [gpu.index]
+        with self._lock:
+            for gpu in sorted(self.gpus, key=self._free, reverse=True):
+                if self._fits(gpu, need_bytes):
+                    self._placed[job_id] = (gpu.index, need_bytes or 0)
+                    return [gpu.index]
         return None
 
     def release(self, job_id: str) -> None:
-        self._placed.pop(job_id, None)
+        with self._lock:
+            self._placed.pop(job_id, None)
 
     def _free(self, gpu: Gpu) -> int:
         reserved = sum(size for index, size in self._placed.values() if index == gpu.index)

@@ -3,15 +3,34 @@
 The dispatcher starts the oldest queued job the moment a slot frees, a job is queued, or the
 queue marker file changes (another process, `mtm jobs create`, queued a job): no polling loop.
 The same pool runs in the window and in `mtm worker run` (a QCoreApplication).
+
+The dispatcher's database work (reading the queue, the conditional UPDATE that claims a job,
+marking orphans interrupted, asking nvidia-smi for the GPUs) runs on one claim thread, so the
+thread that owns the pool (the GUI thread in the window) only starts the claimed runners. One
+claim round runs at a time; a dispatch asked for meanwhile runs when it lands.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
-from PySide6.QtCore import QFileSystemWatcher, QObject, QThreadPool, QTimer, Signal, Slot
+from PySide6.QtCore import (
+    QCoreApplication,
+    QElapsedTimer,
+    QEventLoop,
+    QFileSystemWatcher,
+    QObject,
+    QThreadPool,
+    QTimer,
+    Signal,
+    Slot,
+)
 
 from app.db.models import Job
 from app.db.session import Database
@@ -42,6 +61,57 @@ from app.workers.runner import (
 )
 
 log = logging.getLogger(__name__)
+
+
+_ClaimCallback = Callable[[Any, Exception | None], None]
+
+
+class _ClaimThread(QObject):
+    """One Python thread for the dispatcher's database work; results come back as a signal,
+    so the callback runs on the thread that owns the pool.
+
+    Not the window's TaskRunner: a claim round runs after every job that ends, and a
+    QObject pair per task, created and deleted that often, crashed PySide under the hundred-job
+    fault test. Here nothing is created per task.
+    """
+
+    _done = Signal(object, object)  # (callback, (result, exception))
+
+    def __init__(self, parent: QObject) -> None:
+        super().__init__(parent)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mtm-claims")
+        self._closed = False
+        self._done.connect(self._deliver)
+
+    def submit(self, work: Callable[[], Any], on_done: _ClaimCallback) -> None:
+        if self._closed:  # the pool has shut down: nothing more starts
+            return
+        self._executor.submit(self._run, work, on_done)
+
+    def _run(self, work: Callable[[], Any], on_done: _ClaimCallback) -> None:
+        try:
+            result = work()
+        except Exception as error:  # logged here; the pool tries again on the next event
+            log.exception("the dispatcher's database work failed")
+            self._done.emit(on_done, (None, error))
+        else:
+            self._done.emit(on_done, (result, None))
+
+    @Slot(object, object)
+    def _deliver(self, on_done: _ClaimCallback, outcome: Any) -> None:
+        on_done(*outcome)
+
+    def close(self) -> None:
+        self._closed = True
+        self._executor.shutdown(wait=True)
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    """A job this pool claimed, with its environment or (a sentence) why it can never run."""
+
+    job_id: str
+    placement: dict[str, str] | str
 
 
 @dataclass(frozen=True)
@@ -85,6 +155,11 @@ class WorkerPool(QObject):
         self._threads = QThreadPool(self)
         self._threads.setMaxThreadCount(self._max_workers)
         self._running: dict[str, JobRunner] = {}
+        # One thread, so claim rounds never overlap and run in the order they were asked for.
+        self._claims = _ClaimThread(self)
+        self._claiming = False
+        self._dispatch_again = False
+        self._stopped_sent = False
         self._paused = False
         self._stopping = False
         self._name = worker_name()
@@ -100,18 +175,30 @@ class WorkerPool(QObject):
     # --- control -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Mark orphaned jobs interrupted, watch the queue, and start what can start."""
-        interrupt_orphans(self._database)
+        """Watch the queue, then (on the claim thread) mark orphaned jobs interrupted and find
+        the GPUs, then start what can start. Nothing, once the pool is stopping (a window
+        closed before its pool's start came round)."""
+        if self._stopping:
+            return
         signal_queue(self._home)  # make sure the marker exists before watching it
         self._watcher.addPath(str(self._home.jobs / QUEUE_SIGNAL_FILE))
         self._watcher.addPath(str(self._home.jobs))  # the pause marker comes and goes there
         self._paused = control.is_paused(self._home)
+        self._publish_state()
+        self._claiming = True
+        self._claims.submit(self._prepare, self._on_prepared)
+
+    def _prepare(self) -> None:
+        """On the claim thread: orphans become interrupted; the GPUs are found."""
+        interrupt_orphans(self._database)
         if self._discover_gpus:
             found = discover_gpus()
             self._gpus = GpuAllocator(found) if found else None
-        self._publish_state()
+
+    def _on_prepared(self, _result: None, _error: Exception | None) -> None:
+        self._claiming = False
         self.state_changed.emit()  # orphans may have just become interrupted
-        self.dispatch()
+        self.dispatch()  # after an error too: the queue may still be readable
 
     @property
     def max_workers(self) -> int:
@@ -168,13 +255,18 @@ class WorkerPool(QObject):
         self._stopping = True
         for runner in list(self._running.values()):
             runner.stop(JobStatus.INTERRUPTED, self._grace_s)
-        if not self._running:
-            self.stopped.emit()
+        self._announce_stopped_if_done()
 
     def shutdown(self, timeout_ms: int = 120_000) -> bool:
         """stop_all(), then wait for the threads (for the headless worker, not the window)."""
         self.stop_all()
-        done = self._threads.waitForDone(timeout_ms)
+        clock = QElapsedTimer()
+        clock.start()
+        while self._claiming and clock.elapsed() < timeout_ms:
+            # A claim round in flight: its jobs are started and stopped at once, as interrupted.
+            QCoreApplication.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
+        done = self._threads.waitForDone(max(0, timeout_ms - clock.elapsed()))
+        self._claims.close()
         control.remove_state(self._home, os.getpid())
         return done
 
@@ -182,22 +274,67 @@ class WorkerPool(QObject):
 
     @Slot()
     def dispatch(self) -> None:
-        """Start queued jobs, oldest first, while slots (and GPU memory) are free."""
-        while not (self._paused or self._stopping) and len(self._running) < self._max_workers:
+        """Start queued jobs, front of the queue first, while slots (and GPU memory) are free.
+
+        The claiming happens on the claim thread; its result starts the runners here.
+        """
+        if self._claiming:
+            self._dispatch_again = True
+            return
+        self._dispatch_again = False
+        free = self._max_workers - len(self._running)
+        if self._paused or self._stopping or free <= 0:
+            self._emit_idle_if_idle()
+            return
+        self._claiming = True
+        self._claims.submit(partial(self._claim_jobs, free), self._on_claimed)
+
+    def _claim_jobs(self, free: int) -> list[_Claimed]:
+        """On the claim thread: claim up to `free` jobs from the front of the queue."""
+        claimed: list[_Claimed] = []
+        while len(claimed) < free:
             job = next_queued(self._database)
             if job is None:
                 break
             placement = self._place(job)
             if placement is None:
-                break  # the oldest job waits for GPU memory; the order is kept
+                break  # the front job waits for GPU memory; the order is kept
             if claim(self._database, job.id, self._name) is None:
-                continue  # another pool took it
-            if isinstance(placement, str):
-                self._refuse(job.id, placement)
+                self._release_gpus(job.id)  # another pool took it
                 continue
-            self._start(job.id, placement)
-        if not self._running and not self._paused:
+            if isinstance(placement, str):
+                finish_job(self._database, job.id, None, placement)
+            claimed.append(_Claimed(job.id, placement))
+        return claimed
+
+    def _on_claimed(self, claimed: list[_Claimed] | None, _error: Exception | None) -> None:
+        # Still "claiming" while the runners start: a dispatch asked for by a listener of
+        # job_started (a slot count raised) waits until every claimed job holds its slot.
+        for job in claimed or []:
+            if isinstance(job.placement, str):
+                self.job_finished.emit(job.job_id, JobStatus.FAILED.value)
+                self._dispatch_again = True  # a refused job leaves its slot free
+                continue
+            self._start(job.job_id, job.placement)
+            if self._stopping:  # stop_all() came while this job was being claimed
+                self._running[job.job_id].stop(JobStatus.INTERRUPTED, self._grace_s)
+        self._claiming = False
+        # With no result the database could not be read or written (locked past the busy
+        # timeout, the disk gone): the next event (a job queued, a slot freed) tries again.
+        if self._dispatch_again:
+            self.dispatch()
+        else:
+            self._emit_idle_if_idle()
+
+    def _emit_idle_if_idle(self) -> None:
+        self._announce_stopped_if_done()
+        if not self._running and not self._paused and not self._claiming:
             self.idle.emit()
+
+    def _announce_stopped_if_done(self) -> None:
+        if self._stopping and not self._stopped_sent and not self._running and not self._claiming:
+            self._stopped_sent = True
+            self.stopped.emit()
 
     def _place(self, job: Job) -> dict[str, str] | str | None:
         """The job's environment (its GPUs), None when no GPU has room now, or (a sentence)
@@ -212,9 +349,9 @@ class WorkerPool(QObject):
             return None
         return {"CUDA_VISIBLE_DEVICES": ",".join(map(str, indices))}
 
-    def _refuse(self, job_id: str, reason: str) -> None:
-        finish_job(self._database, job_id, None, reason)
-        self.job_finished.emit(job_id, JobStatus.FAILED.value)
+    def _release_gpus(self, job_id: str) -> None:
+        if self._gpus is not None:
+            self._gpus.release(job_id)
 
     def _start(self, job_id: str, environment: dict[str, str]) -> None:
         signals = RunnerSignals(self)
@@ -242,14 +379,11 @@ class WorkerPool(QObject):
         runner = self._running.pop(job_id, None)
         if runner is not None:
             runner.signals.deleteLater()
-        if self._gpus is not None:
-            self._gpus.release(job_id)
+        self._release_gpus(job_id)
         log.info("job finished", extra={"job": job_id, "status": status})
         self.job_finished.emit(job_id, status)
         self.state_changed.emit()
-        if self._stopping and not self._running:
-            self.stopped.emit()
-        self.dispatch()
+        self.dispatch()  # or, when stopping, `stopped` once the last job has ended
 
     @Slot(str)
     def on_jobs_folder_changed(self, _path: str) -> None:

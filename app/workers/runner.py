@@ -120,7 +120,8 @@ class JobRunner(QRunnable):
             process = self._spawn(stderr)
             record_trainer(self._database, self.job_id, process.pid)
             assert process.stdout is not None
-            finished, error = self._follow(process.stdout)
+            with process.stdout:  # closed here, not whenever the garbage collector gets to it
+                finished, error = self._follow(process.stdout)
             code = process.wait()
         if finished is not None:
             return finished, None
