@@ -30,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
         from app.training.merge import main as merge_main
 
         return merge_main(args[1:])
+    if args[:1] == ["--run-hardware"]:  # the hardware check of the welcome panel and About box
+        from app.training.hardware_probe import main as hardware_main
+
+        return hardware_main(args[1:])
     from app.cli import is_cli_invocation
 
     if is_cli_invocation(args):

@@ -82,6 +82,13 @@ def resource_path(name: str) -> Path:
     return Path(str(traversable))
 
 
+def readme_path() -> Path | None:
+    """README.md (the user guide) beside the resources package: the source tree's, or the copy a
+    frozen build bundles at its root; None where it was left out (an installed wheel)."""
+    candidate = Path(str(resources.files("resources"))).parent / "README.md"
+    return candidate if candidate.is_file() else None
+
+
 def self_command(*args: str) -> list[str]:
     """The command line that runs this app again with `args`: the frozen executable itself, or
     this Python with `-m app`. Child processes (imports, training) start through it."""

@@ -27,7 +27,11 @@ class Hyperparameters(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    method: Method = "lora"
+    method: Method = Field(
+        "lora",
+        description="LoRA trains a small adapter; QLoRA the same on 4-bit weights "
+        "(CUDA only); full trains every weight.",
+    )
     epochs: int = Field(3, ge=1, le=1000, description="Passes over the training split.")
     batch_size: int = Field(4, ge=1, le=4096, description="Examples per optimiser step.")
     learning_rate: float = Field(2e-4, gt=0, le=1, description="Peak AdamW learning rate.")
@@ -51,6 +55,8 @@ class AppSettings(BaseModel):
         4096, ge=1, le=1_048_576, description="Largest dataset file accepted, in MB."
     )
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    # Not on the Settings tab: the window sets it once the first-run panel has been shown.
+    welcome_shown: bool = Field(False, description="The welcome panel has been shown once.")
 
     @field_validator("ollama_url")
     @classmethod

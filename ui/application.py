@@ -49,7 +49,7 @@ def run_gui(home: str | None, smoke: bool) -> int:
     from ui.main_window import MainWindow
 
     loop = install_event_loop(app)  # Ollama's async calls run on Qt's own loop
-    window = MainWindow(context, start_workers=not smoke)
+    window = MainWindow(context, start_workers=not smoke, show_welcome=not smoke)
     if smoke:
         _quit_after_first_paint(app, window)
     window.show()

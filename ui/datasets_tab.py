@@ -39,6 +39,7 @@ from app.datasets.repository import (
     set_split,
 )
 from app.db.models import Dataset
+from app.settings import AppSettings
 from app.workers.background import TaskCancelled, TaskContext, TaskFailure, TaskHandle, TaskRunner
 from ui.dataset_models import DatasetTableModel, RecordPreviewModel, render_json, render_messages
 from ui.dialogs import confirm, show_error
@@ -246,12 +247,7 @@ class DatasetsTab(QWidget):
         self._next_import()
 
     def _base_options(self) -> ImportOptions:
-        settings = self._context.settings.load()
-        return ImportOptions(
-            size_limit_bytes=settings.import_size_limit_bytes,
-            validation_fraction=settings.hyperparameters.eval_fraction,
-            split_seed=settings.hyperparameters.seed,
-        )
+        return default_import_options(self._context.settings.load())
 
     def start_import(self, path: Path, options: ImportOptions) -> None:
         """Import `path` off the GUI thread, with a progress bar and a Cancel button."""
@@ -411,6 +407,16 @@ class SplitDialog(QDialog):
     def accept(self) -> None:
         super().accept()
         self.split_chosen.emit(self.fraction.value(), self.seed.value())
+
+
+def default_import_options(settings: AppSettings, name: str | None = None) -> ImportOptions:
+    """An import as the settings want it: their size limit, validation share and seed."""
+    return ImportOptions(
+        name=name,
+        size_limit_bytes=settings.import_size_limit_bytes,
+        validation_fraction=settings.hyperparameters.eval_fraction,
+        split_seed=settings.hyperparameters.seed,
+    )
 
 
 def summary_html(dataset: Dataset) -> str:

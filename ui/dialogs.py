@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import platform
 import sys
 from collections.abc import Callable
@@ -11,6 +12,8 @@ from PySide6.QtCore import qVersion
 from PySide6.QtWidgets import QApplication, QMessageBox, QWidget
 
 from app import APP_NAME, __version__
+from app.hardware import HardwareReport
+from ui.hardware_info import CHECKING, HardwareInfo, torch_text
 
 # Dialogs opened with open() must outlive the function that opened them.
 _open_dialogs: set[QMessageBox] = set()
@@ -55,16 +58,27 @@ def show_bug_report(summary: str, details: str) -> QMessageBox:
     return _keep_until_closed(box)
 
 
-def about_text() -> str:
+def about_text(torch_version: str = CHECKING) -> str:
     return (
         f"<h3>{APP_NAME} {__version__}</h3>"
         "<p>Fine-tune language models on your own machine and publish them to Ollama.</p>"
         f"<p>Qt {qVersion()} &middot; PySide6 {pyside_version} &middot; "
-        f"Python {platform.python_version()} ({sys.platform})</p>"
+        f"Python {platform.python_version()} ({sys.platform})<br>"
+        f"torch {html.escape(torch_version)}</p>"
     )
 
 
-def show_about(parent: QWidget) -> QMessageBox:
+def show_about(parent: QWidget, hardware: HardwareInfo | None = None) -> QMessageBox:
+    """The versions of the app and what it runs on; torch's comes from the hardware probe
+    (a child process), so it reads "checking…" until that answers."""
     box = QMessageBox(QMessageBox.Icon.NoIcon, f"About {APP_NAME}", about_text(), parent=parent)
     box.setIconPixmap(parent.windowIcon().pixmap(64, 64))
+    if hardware is not None:
+
+        def on_answered(answer: HardwareReport | str) -> None:
+            box.setText(about_text(torch_text(answer)))
+
+        hardware.answered.connect(on_answered)
+        box.finished.connect(lambda _result: hardware.answered.disconnect(on_answered))
+        hardware.request()
     return _keep_until_closed(box)

@@ -12,6 +12,7 @@ from PySide6.QtWidgets import QLabel, QMainWindow, QMessageBox, QSystemTrayIcon,
 
 from app import APP_NAME
 from app.context import AppContext
+from app.db.models import Dataset, Job
 from app.jobs.lifecycle import JobStatus
 from app.settings import AppSettings
 from app.workers.background import TaskRunner
@@ -19,22 +20,30 @@ from app.workers.pool import WorkerPool
 from ui.dashboard_tab import DashboardTab
 from ui.datasets_tab import DatasetsTab
 from ui.dialogs import show_about
+from ui.hardware_info import HardwareInfo
+from ui.help import open_user_guide
 from ui.icons import app_icon
 from ui.jobs_tab import JobsTab
 from ui.models_tab import ModelsTab
 from ui.ollama_connection import OllamaConnection, OllamaStatusLabel
 from ui.playground import PlaygroundPane
 from ui.settings_tab import SettingsTab
+from ui.welcome import WelcomeDialog, mark_welcome_shown
 
 _STATUS_TIMEOUT_MS = 8000
 _OLLAMA_START_DELAY_MS = 1000
+_WELCOME_DELAY_MS = 300  # the first-run panel opens once the window has painted
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, context: AppContext, *, start_workers: bool = True) -> None:
+    def __init__(
+        self, context: AppContext, *, start_workers: bool = True, show_welcome: bool = False
+    ) -> None:
         super().__init__()
         self.context = context
         self.runner = TaskRunner(parent=self)
+        self.hardware = HardwareInfo(self.runner, self)
+        self.welcome: WelcomeDialog | None = None
         settings = context.settings.load()
         self.pool = WorkerPool(context.database, context.home, settings.max_concurrent_jobs, self)
         self.ollama = OllamaConnection(settings.ollama_url, self)
@@ -54,6 +63,8 @@ class MainWindow(QMainWindow):
             self._ollama_start = QTimer(self, singleShot=True, interval=_OLLAMA_START_DELAY_MS)
             self._ollama_start.timeout.connect(self.ollama.start)
             self._ollama_start.start()
+        if show_welcome and not settings.welcome_shown:
+            QTimer.singleShot(_WELCOME_DELAY_MS, self, self.on_first_run)
 
     def _build_tabs(self) -> None:
         self.tabs = QTabWidget()
@@ -117,10 +128,56 @@ class MainWindow(QMainWindow):
             file_menu.addAction(action)
         file_menu.addSeparator()
         file_menu.addAction(self.quit_action)
+        self._build_help_menu()
+
+    def _build_help_menu(self) -> None:
         help_menu = self.menuBar().addMenu("&Help")
+        self.user_guide_action = QAction("&User guide", self)
+        self.user_guide_action.setShortcut(QKeySequence.StandardKey.HelpContents)
+        self.user_guide_action.triggered.connect(lambda: open_user_guide(self))
+        self.welcome_action = QAction("&Welcome", self)
+        self.welcome_action.triggered.connect(self.open_welcome)
         self.about_action = QAction(f"&About {APP_NAME}", self)
-        self.about_action.triggered.connect(lambda: show_about(self))
+        self.about_action.triggered.connect(lambda: show_about(self, self.hardware))
+        for action in (self.user_guide_action, self.welcome_action):
+            help_menu.addAction(action)
+        help_menu.addSeparator()
         help_menu.addAction(self.about_action)
+
+    # --- the welcome panel -----------------------------------------------------------------
+
+    def on_first_run(self) -> None:
+        """The welcome panel, once per data folder: remembered as soon as it has been shown."""
+        self.open_welcome()
+        store = self.context.settings
+        self.runner.submit(lambda _c: mark_welcome_shown(store))
+
+    def open_welcome(self) -> WelcomeDialog:
+        """Show the welcome panel (non-modal): made on first use, raised if open, else refreshed."""
+        if self.welcome is None:
+            self.welcome = WelcomeDialog(
+                self.context, self.runner, self.ollama, self.hardware, self
+            )
+            self.welcome.dataset_imported.connect(self.on_welcome_dataset_imported)
+            self.welcome.job_queued.connect(self.on_welcome_job_queued)
+            self.welcome.settings_requested.connect(self.settings_action.trigger)
+            self.welcome.user_guide_requested.connect(self.user_guide_action.trigger)
+        elif self.welcome.isVisible():
+            self.welcome.raise_()  # asked again while open: bring it to the front
+        else:
+            self.welcome.refresh()
+        self.welcome.show()
+        return self.welcome
+
+    def on_welcome_dataset_imported(self, dataset: Dataset) -> None:
+        self.datasets_tab.refresh(select_id=dataset.id)
+        self.dashboard_tab.refresh()
+        self.show_status(f"Imported {dataset.name}: {dataset.rows:,} records.")
+
+    def on_welcome_job_queued(self, job: Job) -> None:
+        """As after the New Job dialog: the Jobs tab shows it and the pool is told."""
+        self.jobs_tab.on_dialog_job_created(job)
+        self.tabs.setCurrentWidget(self.jobs_tab)
 
     def _build_status_bar(self) -> None:
         self.ollama_label = OllamaStatusLabel(self.ollama)

@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
 
 from app.context import AppContext
 from app.errors import KnownError
-from app.settings import AppSettings, Hyperparameters, flatten, validate_settings
+from app.settings import AppSettings, Hyperparameters, SettingsStore, flatten, validate_settings
 from app.workers.background import TaskFailure, TaskRunner
 from ui.async_tasks import AsyncTasks
 
@@ -43,6 +43,8 @@ _HYPERPARAMETERS = {
     "save_steps": "Checkpoint every N steps",
     "seed": "Seed",
 }
+# Settings the form does not show (the first-run flag): a save keeps their stored values.
+_NOT_ON_FORM = frozenset(AppSettings.model_fields) - set(_GENERAL) - {"hyperparameters"}
 
 
 class SettingsTab(QWidget):
@@ -177,8 +179,8 @@ class SettingsTab(QWidget):
         store = self._context.settings
         self.save_button.setEnabled(False)
         self._runner.submit(
-            lambda _c: store.save(settings),
-            on_success=lambda _r: self._on_saved(settings),
+            lambda _c: _save_form(store, settings),
+            on_success=self._on_saved,
             on_error=self._on_save_failed,
         )
 
@@ -192,3 +194,12 @@ class SettingsTab(QWidget):
     def _on_save_failed(self, failure: TaskFailure) -> None:
         self.save_button.setEnabled(True)
         self.saved_label.setText(failure.message)
+
+
+def _save_form(store: SettingsStore, settings: AppSettings) -> AppSettings:
+    """Save what the form edits; settings it does not show keep the values stored now."""
+    stored = store.load()
+    kept = {key: getattr(stored, key) for key in _NOT_ON_FORM}
+    saved = settings.model_copy(update=kept)
+    store.save(saved)
+    return saved
