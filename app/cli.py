@@ -12,12 +12,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from app.cli_clusters import add_cluster_commands
 from app.cli_jobs import add_job_commands
 from app.cli_ollama import add_ollama_commands
 from app.errors import BadInputError, KnownError
 from app.settings import flatten, validate_settings
 
-SUBCOMMANDS = ("datasets", "jobs", "worker", "settings", "ollama")
+SUBCOMMANDS = ("datasets", "jobs", "worker", "settings", "ollama", "clusters")
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_BAD_INPUT = 0, 1, 2, 3
 
 Handler = Callable[[argparse.Namespace], int]
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataset_commands(groups, common)
     add_job_commands(groups, common)
     add_ollama_commands(groups, common)
+    add_cluster_commands(groups, common)
     _add_settings_commands(groups, common)
     return parser
 

@@ -34,6 +34,7 @@ def add_job_commands(groups: Any, common: argparse.ArgumentParser) -> None:
     for flag, kind in _HYPERPARAMETER_FLAGS.items():
         create.add_argument(f"--{flag.replace('_', '-')}", type=kind, default=None)
     create.add_argument("--merge", action="store_true", help="also write merged weights")
+    create.add_argument("--target", metavar="NAME", help="run on this cluster (mtm clusters)")
     create.add_argument("--name")
     create.add_argument("--json", action="store_true")
     create.set_defaults(handler=_jobs_create)
@@ -100,7 +101,13 @@ def _jobs_create(args: argparse.Namespace) -> int:
     if args.method:
         overrides["method"] = args.method
     context = args.context
-    new = NewJob(args.dataset, args.base_model, args.name, overrides, merge=args.merge)
+    if args.target is not None:
+        from app.executors.clusters import ClusterStore
+
+        ClusterStore(context.database).get(args.target)  # one sentence if there is none
+    new = NewJob(
+        args.dataset, args.base_model, args.name, overrides, merge=args.merge, target=args.target
+    )
     job = create_job(context.database, context.home, context.settings.load(), new)
     return _print_job(args, job, f"Queued job {job.id} ({job.name}).")
 

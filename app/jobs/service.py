@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from app.datasets.repository import dataset_files, get_dataset
@@ -62,6 +62,7 @@ class NewJob:
     name: str | None = None
     hyperparameters: dict[str, Any] | None = None
     merge: bool = False
+    target: str | None = None  # a cluster's name; None runs the job on this machine
 
 
 def job_dir(home: DataHome, job_id: str) -> Path:
@@ -113,6 +114,7 @@ def build_spec(
             dataset=DatasetSource(records=files.records, split=files.split),
             hyperparameters=hyperparameters,
             model_cache=home.root / "models",
+            target=new.target,
         ).model_copy(update={"output": {"merge": new.merge}} if new.merge else {})
     except ValidationError as error:
         field, message = next(iter(field_errors(error).items()))
@@ -297,9 +299,18 @@ def signal_queue(home: DataHome) -> None:
     marker.write_text(str(utc_now().timestamp()), encoding="ascii")
 
 
-def next_queued(database: Database) -> Job | None:
-    """The job at the front of the queue, not yet claimed."""
+def _runs_remotely(remote: bool) -> ColumnElement[bool]:
+    """Jobs whose spec names a cluster (`remote`), or those that run on this machine."""
+    target = func.json_extract(Job.spec, "$.target")
+    return target.is_not(None) if remote else target.is_(None)
+
+
+def next_queued(database: Database, *, remote: bool | None = None) -> Job | None:
+    """The job at the front of the queue, not yet claimed: of those that run on this machine
+    (`remote=False`), of those that run on a cluster (`remote=True`), or of all."""
     query = select(Job).where(Job.status == JobStatus.QUEUED).order_by(*QUEUE_ORDER)
+    if remote is not None:
+        query = query.where(_runs_remotely(remote))
     with database.session() as session:
         return session.scalars(query.limit(1)).first()
 
@@ -431,11 +442,14 @@ def finish_job(
 def interrupt_orphans(database: Database) -> list[str]:
     """Jobs marked running whose supervising process is gone become interrupted.
 
-    A job whose process is alive is never touched, whichever process looks.
+    A job whose process is alive is never touched, whichever process looks. Nor is a job
+    running on a cluster: it outlives the app, and reconciling with its head decides it
+    (app.executors.reconcile).
     """
     interrupted: list[str] = []
+    running = select(Job).where(Job.status == JobStatus.RUNNING, _runs_remotely(False))
     with database.session() as session:
-        for job in session.scalars(select(Job).where(Job.status == JobStatus.RUNNING)):
+        for job in session.scalars(running):
             if not process_alive(job.pid, job.pid_started):
                 job.status = transition(job.status, JobStatus.INTERRUPTED)
                 job.finished_at = utc_now()

@@ -84,6 +84,9 @@ class TrainingSpec(_Strict):
         None, description="Where converted GGUF bases are kept; default: <data folder>/models."
     )
     resume: bool = Field(True, description="Continue from the newest checkpoint in the folder.")
+    target: str | None = Field(
+        None, description="The cluster the job runs on (see `mtm clusters`); None: this machine."
+    )
 
     @property
     def method(self) -> Method:
