@@ -102,3 +102,43 @@ def test_the_qt_contract_reads_import_lines():
     assert _names("from PySide6.QtGui.private import X", "PySide6.QtGui")
     assert not _names("from PySide6.QtCore import QObject", "PySide6.QtGui")
     assert not _names("from PySide6.QtGuiExtras import X", "PySide6.QtGui")
+
+
+_CHAINED_TASKS = """
+import sys
+from PySide6.QtCore import QCoreApplication, QTimer
+from app.workers.background import TaskRunner
+
+app = QCoreApplication(sys.argv)
+runner = TaskRunner(max_threads=1)
+done = [0]
+
+def next_task(_result=None):
+    done[0] += 1
+    if done[0] == 10_000:
+        app.quit()
+        return
+    runner.submit(lambda _context: None, on_success=next_task)
+
+QTimer.singleShot(0, next_task)
+app.exec()
+runner.shutdown()
+print(done[0])
+"""
+
+
+def test_ten_thousand_tasks_each_submitted_from_the_last_ones_callback():
+    """A dispatcher submits a task from every callback: the runner must survive the churn (a
+    QObject pair per task, deleted later, crashed PySide within a few thousand)."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", _CHAINED_TASKS],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["10000"]

@@ -2,12 +2,13 @@
 
 `TaskRunner.submit(work, on_success=..., on_error=..., on_progress=...)` runs `work(context)` on a
 pool thread. Callbacks always run on the thread that owns the runner (the GUI thread), because the
-task's signals are delivered through a relay object that lives there. Work cancels cooperatively:
-it checks `context.cancelled()` at each chunk; a thread is never killed.
+task reports through the runner's own signals, which Qt queues to that thread. Work cancels
+cooperatively: it checks `context.cancelled()` at each chunk; a thread is never killed.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -60,66 +61,42 @@ class TaskContext:
             self._emit_progress(value)
 
 
-class _TaskSignals(QObject):
-    progress = Signal(object)
-    succeeded = Signal(object)
-    failed = Signal(object)
-
-
-class _Relay(QObject):
-    """Lives on the runner's thread, so the task's signals reach the callbacks there."""
-
-    def __init__(
-        self,
-        on_success: Callable[[Any], None] | None,
-        on_error: Callable[[TaskFailure], None] | None,
-        on_progress: Callable[[Any], None] | None,
-        on_done: Callable[[_Relay], None],
-    ) -> None:
-        super().__init__()
-        self._on_success = on_success
-        self._on_error = on_error
-        self._on_progress = on_progress
-        self._on_done = on_done
-
-    @Slot(object)
-    def on_task_progress(self, value: object) -> None:
-        if self._on_progress is not None:
-            self._on_progress(value)
-
-    @Slot(object)
-    def on_task_succeeded(self, result: object) -> None:
-        self._on_done(self)
-        if self._on_success is not None:
-            self._on_success(result)
-
-    @Slot(object)
-    def on_task_failed(self, failure: TaskFailure) -> None:
-        self._on_done(self)
-        if self._on_error is not None:
-            self._on_error(failure)
+@dataclass(frozen=True)
+class _Callbacks:
+    on_success: Callable[[Any], None] | None
+    on_error: Callable[[TaskFailure], None] | None
+    on_progress: Callable[[Any], None] | None
 
 
 class _Task(QRunnable):
-    def __init__(self, work: Callable[[TaskContext], object], signals: _TaskSignals) -> None:
+    """Runs the work on a pool thread and reports through the runner's own signals, tagged
+    with its number: no QObject is made per task (see TaskRunner)."""
+
+    def __init__(
+        self, number: int, work: Callable[[TaskContext], object], runner: TaskRunner
+    ) -> None:
         super().__init__()
+        self._number = number
         self._work = work
-        self._signals = signals
-        self.context = TaskContext(signals.progress.emit)
+        self._runner = runner
+        self.context = TaskContext(lambda value: runner.task_progress.emit(number, value))
 
     def run(self) -> None:
+        outcome: object
         try:
-            result = self._work(self.context)
+            outcome = self._work(self.context)
         except TaskCancelled:
-            self._signals.failed.emit(TaskFailure("Cancelled.", known=True, cancelled=True))
+            outcome = TaskFailure("Cancelled.", known=True, cancelled=True)
         except KnownError as error:
-            self._signals.failed.emit(TaskFailure(error.message, known=True))
+            outcome = TaskFailure(error.message, known=True)
         except Exception as error:  # a bug: log it whole, tell the user in one sentence
             log.exception("background task failed")
             message = f"Something went wrong ({type(error).__name__}: {error}); see the log."
-            self._signals.failed.emit(TaskFailure(message, False, details=traceback.format_exc()))
+            outcome = TaskFailure(message, False, details=traceback.format_exc())
         else:
-            self._signals.succeeded.emit(result)
+            self._runner.task_succeeded.emit(self._number, outcome)
+            return
+        self._runner.task_failed.emit(self._number, outcome)
 
 
 class TaskHandle:
@@ -137,13 +114,27 @@ class TaskHandle:
 
 
 class TaskRunner(QObject):
-    """Runs work off the calling thread and reports back on it."""
+    """Runs work off the calling thread and reports back on it.
+
+    Each task reports through the runner's three signals, tagged with the task's number; the
+    runner lives on the calling thread, so Qt queues those signals to it, and it calls the
+    task's callbacks there. An earlier design made a QObject pair per task and deleted it
+    with deleteLater; submitting tasks from callbacks thousands of times crashed PySide.
+    """
+
+    task_progress = Signal(int, object)
+    task_succeeded = Signal(int, object)
+    task_failed = Signal(int, object)
 
     def __init__(self, max_threads: int = 2, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._pool = QThreadPool(self)
         self._pool.setMaxThreadCount(max_threads)
-        self._active: dict[_Relay, tuple[_TaskSignals, TaskHandle]] = {}
+        self._active: dict[int, tuple[_Callbacks, TaskHandle]] = {}
+        self._numbers = itertools.count()
+        self.task_progress.connect(self._on_progress)
+        self.task_succeeded.connect(self._on_succeeded)
+        self.task_failed.connect(self._on_failed)
 
     def submit(
         self,
@@ -153,14 +144,10 @@ class TaskRunner(QObject):
         on_error: Callable[[TaskFailure], None] | None = None,
         on_progress: Callable[[Any], None] | None = None,
     ) -> TaskHandle:
-        signals = _TaskSignals()
-        relay = _Relay(on_success, on_error, on_progress, self._forget)
-        signals.progress.connect(relay.on_task_progress)
-        signals.succeeded.connect(relay.on_task_succeeded)
-        signals.failed.connect(relay.on_task_failed)
-        task = _Task(work, signals)
+        number = next(self._numbers)
+        task = _Task(number, work, self)
         handle = TaskHandle(task)
-        self._active[relay] = (signals, handle)
+        self._active[number] = (_Callbacks(on_success, on_error, on_progress), handle)
         self._pool.start(task)
         return handle
 
@@ -170,12 +157,26 @@ class TaskRunner(QObject):
 
     def shutdown(self, timeout_ms: int = 30_000) -> bool:
         """Cancel everything still running and wait for the threads; True if all finished."""
-        for _signals, handle in self._active.values():
+        for _callbacks, handle in self._active.values():
             handle.cancel()
         done = self._pool.waitForDone(timeout_ms)
         self._active.clear()
         return done
 
-    def _forget(self, relay: _Relay) -> None:
-        self._active.pop(relay, None)
-        relay.deleteLater()
+    @Slot(int, object)
+    def _on_progress(self, number: int, value: object) -> None:
+        entry = self._active.get(number)
+        if entry is not None and entry[0].on_progress is not None:
+            entry[0].on_progress(value)
+
+    @Slot(int, object)
+    def _on_succeeded(self, number: int, result: object) -> None:
+        entry = self._active.pop(number, None)
+        if entry is not None and entry[0].on_success is not None:
+            entry[0].on_success(result)
+
+    @Slot(int, object)
+    def _on_failed(self, number: int, failure: TaskFailure) -> None:
+        entry = self._active.pop(number, None)
+        if entry is not None and entry[0].on_error is not None:
+            entry[0].on_error(failure)
