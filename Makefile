@@ -10,15 +10,17 @@ STAMP := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.13.0
 # Qt's runtime libraries on a bare Debian/Ubuntu (offscreen tests and the window need them).
 QT_SYSTEM_PACKAGES := libegl1 libgl1 libxkbcommon0 libfontconfig1 libglib2.0-0 libdbus-1-3 libxcb-cursor0 fonts-dejavu-core
+# What `make package` and the packaging tests use: strip, objdump (PyInstaller) and dpkg-deb.
+PACKAGING_SYSTEM_PACKAGES := binutils dpkg
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: setup system-packages run test test-fast lint typecheck contracts pytest bench package clean
+.PHONY: setup system-packages run test test-fast lint typecheck contracts pytest bench package package-gui clean
 
 setup: system-packages $(STAMP)
 
 system-packages:
 	@if command -v dpkg-query >/dev/null 2>&1; then \
-	  missing=""; for p in $(QT_SYSTEM_PACKAGES); do \
+	  missing=""; for p in $(QT_SYSTEM_PACKAGES) $(PACKAGING_SYSTEM_PACKAGES); do \
 	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	  done; \
 	  if [ -n "$$missing" ]; then \
@@ -41,8 +43,8 @@ run: setup
 	$(PY) -m app
 
 lint: setup
-	$(VENV)/bin/ruff check app ui tests bench tools
-	$(VENV)/bin/ruff format --check app ui tests bench tools
+	$(VENV)/bin/ruff check app ui tests bench tools packaging
+	$(VENV)/bin/ruff format --check app ui tests bench tools packaging
 
 typecheck: setup
 	$(VENV)/bin/mypy
@@ -58,15 +60,24 @@ pytest: setup
 
 test: lint typecheck contracts pytest
 
-# For a developer in a hurry: everything but the tests marked slow. CI runs `make test`, all of it.
+# For a developer in a hurry: everything but the tests marked slow and the packaging checks
+# (which build both bundles). CI runs `make test`, all of it; MTM_SKIP_PACKAGING=1 also skips
+# the packaging checks alone.
 test-fast:
-	$(MAKE) test PYTEST_ARGS='-m "not slow"'
+	$(MAKE) test PYTEST_ARGS='-m "not slow and not packaging"'
 
 bench: setup
 	$(PY) -m bench
 
+# The one-folder app for this OS into dist/$(BUILD)/, then its installers into dist/
+# (Linux: .deb and .tar.gz; macOS: .dmg; Windows: Inno Setup's setup.exe). BUILD=full carries
+# the trainer; BUILD=gui is the window and CLI only. See README.md, "Packaging".
+BUILD ?= full
 package: setup
-	$(VENV)/bin/pyinstaller --noconfirm --clean build.spec
+	$(PY) packaging/build.py --build $(BUILD)
+
+package-gui:
+	$(MAKE) package BUILD=gui
 
 clean:
 	rm -rf build dist .mypy_cache .ruff_cache

@@ -275,6 +275,7 @@ def main() -> int:
             "chat",
             "ollama",
             "training",
+            "frozen",
         ],
         help="run one part; writes nothing",
     )
@@ -303,6 +304,10 @@ def main() -> int:
 
             rows += train_overhead.rows(home / "train-overhead")
             rows += train_batching.rows(home / "train-batching")
+        if options.only in (None, "frozen"):  # the bundles `make package` left in dist/
+            from bench import frozen
+
+            rows += frozen.rows(options.runs, home / "frozen")
     for what, figure, baseline, verdict in rows:
         print(f"{verdict:>8}  {what}: {figure}  [{baseline}]")
     if options.only is None:

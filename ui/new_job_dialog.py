@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.build_info import GUI_ONLY_NOTE, training_available
 from app.context import AppContext
 from app.datasets.repository import list_datasets
 from app.db.models import Dataset, Job
@@ -151,6 +152,11 @@ class NewJobDialog(QDialog):
         self.error_label.setStyleSheet(_ERROR_STYLE)
         layout.addWidget(self.estimate_label)
         layout.addWidget(self.error_label)
+        if not training_available():  # the GUI-only bundle: it can queue nothing it could run
+            self.build_note = QLabel(GUI_ONLY_NOTE)
+            self.build_note.setWordWrap(True)
+            self.build_note.setStyleSheet(_ERROR_STYLE)
+            layout.addWidget(self.build_note)
         layout.addWidget(self._build_buttons())
 
     def _build_choices(self, recent_models: list[str]) -> QFormLayout:
@@ -367,7 +373,7 @@ class NewJobDialog(QDialog):
             return
         errors = self.validate()
         ready = not errors and self.dataset_id is not None and bool(self.base_model)
-        self.create_button.setEnabled(ready)
+        self.create_button.setEnabled(ready and training_available())
         self._estimate_timer.start()
 
     def on_folder_button_clicked(self) -> None:
