@@ -127,6 +127,17 @@ def test_full_bundle_runs_smoke_offscreen_with_nothing_on_stderr(full_build, tmp
 
 
 @frozen
+def test_the_frozen_hardware_probe_reports_torch(full_build, tmp_path):
+    """The welcome panel and About box ask the executable itself, as `--run-hardware`."""
+    result = run_frozen(
+        [str(executable(full_build)), "--run-hardware"], tmp_path / "home", tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["torch"] and report["cpu_cores"] >= 1
+
+
+@frozen
 def test_full_bundle_carries_its_resources_and_the_training_stack(full_build):
     internal = Path(full_build["bundle"]) / "_internal"
     for size in (16, 48, 256, 512):
@@ -135,6 +146,9 @@ def test_full_bundle_carries_its_resources_and_the_training_stack(full_build):
     for distribution in ("transformers", "peft", "huggingface_hub", "torch", "tokenizers"):
         assert list(internal.glob(f"{distribution}-*.dist-info")), distribution
     assert (internal / "huggingface_hub" / "templates" / "modelcard_template.md").is_file()
+    # The welcome panel's sample and the user guide of Help → User guide.
+    assert (internal / "resources" / "samples" / "getting-started.jsonl").is_file()
+    assert (internal / "README.md").is_file()
     assert not (internal / "PySide6" / "Qt" / "lib" / "libQt6WebEngineCore.so.6").exists()
     assert full_build["bundle_bytes"] < FULL_BUDGET_BYTES, full_build["bundle_bytes"]
 
