@@ -152,10 +152,12 @@ def log_socket_server(
     status: int | None = None,
     drop: bool = False,
     later: list[str] | None = None,
+    hold: threading.Event | None = None,
 ) -> Iterator[str]:
     """A local WebSocket server that answers a connection with `frames`, then closes with
     1000 (or, with `drop`, breaks the connection instead); connections after the first get
-    `later` if given (and are closed cleanly); `status` refuses the handshake.
+    `later` if given (and are closed cleanly); `status` refuses the handshake; with `hold`,
+    the socket stays open after the frames until it is set (a job still running).
     Yields its base URL, http://127.0.0.1:PORT."""
     from websockets.sync.server import serve
 
@@ -171,6 +173,8 @@ def log_socket_server(
         first = len(connections) == 1 or later is None
         for frame in frames if first else later or []:
             connection.send(frame)
+        if hold is not None:
+            hold.wait(30)
         if drop and first:
             connection.socket.close()  # no close frame: the client sees a broken connection
         else:

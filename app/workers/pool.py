@@ -8,6 +8,11 @@ The dispatcher's database work (reading the queue, the conditional UPDATE that c
 marking orphans interrupted, asking nvidia-smi for the GPUs) runs on one claim thread, so the
 thread that owns the pool (the GUI thread in the window) only starts the claimed runners. One
 claim round runs at a time; a dispatch asked for meanwhile runs when it lands.
+
+A job whose spec names a cluster is claimed in the same round but run by a RemoteRunner on a pool
+of its own: it waits on a socket, not a CPU, so it takes no slot. A remote run outlives the app:
+quitting stops following it (it stays running), and the next start reconciles every remote job
+still marked running with its head, following again those the head still has or has ended.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from PySide6.QtCore import (
 from app.db.models import Job
 from app.db.session import Database
 from app.errors import KnownError
+from app.executors.reconcile import reconcile_jobs
 from app.jobs.lifecycle import JobStatus
 from app.jobs.service import (
     QUEUE_SIGNAL_FILE,
@@ -44,7 +50,9 @@ from app.jobs.service import (
     gpu_memory_needed,
     interrupt_orphans,
     job_dir,
+    list_jobs,
     next_queued,
+    process_alive,
     signal_queue,
     wants_gpu,
     worker_name,
@@ -52,6 +60,13 @@ from app.jobs.service import (
 from app.paths import DataHome
 from app.workers import control
 from app.workers.gpus import Gpu, GpuAllocator, discover_gpus
+from app.workers.remote_runner import (
+    FOLLOWERS,
+    ExecutorFactory,
+    RemoteRunner,
+    close_executor,
+    cluster_executors,
+)
 from app.workers.runner import (
     GRACE_PERIOD_S,
     JobRunner,
@@ -108,10 +123,13 @@ class _ClaimThread(QObject):
 
 @dataclass(frozen=True)
 class _Claimed:
-    """A job this pool claimed, with its environment or (a sentence) why it can never run."""
+    """A job this pool claimed, with its environment or (a sentence) why it can never run;
+    `remote`: it runs on a cluster; `follow_only`: it runs there already (after a restart)."""
 
     job_id: str
     placement: dict[str, str] | str
+    remote: bool = False
+    follow_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -143,8 +161,10 @@ class WorkerPool(QObject):
         command: TrainerCommand = trainer_command,
         grace_s: float = GRACE_PERIOD_S,
         gpus: list[Gpu] | None = None,
+        executors: ExecutorFactory | None = None,
     ) -> None:
         super().__init__(parent)
+        self._executors = executors or cluster_executors(database)
         self._gpus = None if gpus is None else GpuAllocator(gpus) if gpus else None
         self._discover_gpus = gpus is None
         self._command = command
@@ -155,6 +175,10 @@ class WorkerPool(QObject):
         self._threads = QThreadPool(self)
         self._threads.setMaxThreadCount(self._max_workers)
         self._running: dict[str, JobRunner] = {}
+        # Remote jobs: followers on threads of their own, taking no local slot.
+        self._followers = QThreadPool(self)
+        self._followers.setMaxThreadCount(FOLLOWERS)
+        self._remote: dict[str, RemoteRunner] = {}
         # One thread, so claim rounds never overlap and run in the order they were asked for.
         self._claims = _ClaimThread(self)
         self._claiming = False
@@ -188,14 +212,47 @@ class WorkerPool(QObject):
         self._claiming = True
         self._claims.submit(self._prepare, self._on_prepared)
 
-    def _prepare(self) -> None:
-        """On the claim thread: orphans become interrupted; the GPUs are found."""
+    def _prepare(self) -> list[_Claimed]:
+        """On the claim thread: local orphans become interrupted; remote ones are matched with
+        their heads (the returned ones are followed again); the GPUs are found."""
         interrupt_orphans(self._database)
+        adopted = self._reconcile_remote()
         if self._discover_gpus:
             found = discover_gpus()
             self._gpus = GpuAllocator(found) if found else None
+        return adopted
 
-    def _on_prepared(self, _result: None, _error: Exception | None) -> None:
+    def _reconcile_remote(self) -> list[_Claimed]:
+        """Remote jobs marked running by a process that is gone: those each head no longer
+        knows become interrupted (reconcile_jobs); the others are to be followed again."""
+        orphans: dict[str, list[str]] = {}
+        for job in list_jobs(self._database, [JobStatus.RUNNING]):
+            target = job.spec.get("target")
+            if isinstance(target, str) and not process_alive(job.pid, job.pid_started):
+                orphans.setdefault(target, []).append(job.id)
+        adopted: list[_Claimed] = []
+        for cluster, job_ids in orphans.items():
+            try:
+                states = self._reconcile_cluster(cluster)
+            except KnownError as error:  # the head is unreachable: its jobs wait for the next start
+                log.warning("could not reconcile", extra={"cluster": cluster, "why": error.message})
+                continue
+            for job_id in job_ids:
+                if states.get(job_id) in ("running", "ended"):
+                    adopted.append(_Claimed(job_id, {}, remote=True, follow_only=True))
+        return adopted
+
+    def _reconcile_cluster(self, cluster: str) -> dict[str, str]:
+        executor = self._executors(cluster)
+        try:
+            return dict(reconcile_jobs(self._database, executor))
+        finally:
+            close_executor(executor)
+
+    def _on_prepared(self, adopted: list[_Claimed] | None, _error: Exception | None) -> None:
+        if not self._stopping:  # else they stay running, to be followed on the next start
+            for job in adopted or []:
+                self._start_remote(job)
         self._claiming = False
         self.state_changed.emit()  # orphans may have just become interrupted
         self.dispatch()  # after an error too: the queue may still be readable
@@ -233,7 +290,7 @@ class WorkerPool(QObject):
 
     def cancel(self, job_id: str) -> None:
         """Cancel a job: queued ones at once, running ones after their checkpoint."""
-        runner = self._running.get(job_id)
+        runner = self._running.get(job_id) or self._remote.get(job_id)
         if runner is not None:
             runner.stop(JobStatus.CANCELLED, self._grace_s)
         else:
@@ -247,13 +304,16 @@ class WorkerPool(QObject):
 
     @property
     def running_jobs(self) -> list[str]:
-        return list(self._running)
+        """Local and remote jobs; `workers()` has only the local ones, which take slots."""
+        return [*self._running, *self._remote]
 
     def stop_all(self) -> None:
         """Start no more jobs and ask the running ones to checkpoint and stop, as interrupted
-        (they resume next time); `stopped` follows when the last one has ended."""
+        (they resume next time); `stopped` follows when the last one has ended. Remote runs
+        are not stopped: they go on on their clusters, and are followed again next time."""
         self._stopping = True
-        for runner in list(self._running.values()):
+        runners: list[JobRunner | RemoteRunner] = [*self._running.values(), *self._remote.values()]
+        for runner in runners:
             runner.stop(JobStatus.INTERRUPTED, self._grace_s)
         self._announce_stopped_if_done()
 
@@ -266,6 +326,7 @@ class WorkerPool(QObject):
             # A claim round in flight: its jobs are started and stopped at once, as interrupted.
             QCoreApplication.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
         done = self._threads.waitForDone(max(0, timeout_ms - clock.elapsed()))
+        done = self._followers.waitForDone(max(0, timeout_ms - clock.elapsed())) and done
         self._claims.close()
         control.remove_state(self._home, os.getpid())
         return done
@@ -283,17 +344,33 @@ class WorkerPool(QObject):
             return
         self._dispatch_again = False
         free = self._max_workers - len(self._running)
-        if self._paused or self._stopping or free <= 0:
+        free_remote = FOLLOWERS - len(self._remote)
+        if self._paused or self._stopping or (free <= 0 and free_remote <= 0):
             self._emit_idle_if_idle()
             return
         self._claiming = True
-        self._claims.submit(partial(self._claim_jobs, free), self._on_claimed)
+        work = partial(self._claim_jobs, max(0, free), max(0, free_remote))
+        self._claims.submit(work, self._on_claimed)
 
-    def _claim_jobs(self, free: int) -> list[_Claimed]:
-        """On the claim thread: claim up to `free` jobs from the front of the queue."""
+    def _claim_jobs(self, free: int, free_remote: int) -> list[_Claimed]:
+        """On the claim thread: claim up to `free` local jobs and `free_remote` remote ones
+        from the front of their queues."""
+        return self._claim_local(free) + self._claim_remote(free_remote)
+
+    def _claim_remote(self, free: int) -> list[_Claimed]:
         claimed: list[_Claimed] = []
         while len(claimed) < free:
-            job = next_queued(self._database)
+            job = next_queued(self._database, remote=True)
+            if job is None:
+                break
+            if claim(self._database, job.id, self._name) is not None:  # else another pool has it
+                claimed.append(_Claimed(job.id, {}, remote=True))
+        return claimed
+
+    def _claim_local(self, free: int) -> list[_Claimed]:
+        claimed: list[_Claimed] = []
+        while len(claimed) < free:
+            job = next_queued(self._database, remote=False)
             if job is None:
                 break
             placement = self._place(job)
@@ -315,9 +392,11 @@ class WorkerPool(QObject):
                 self.job_finished.emit(job.job_id, JobStatus.FAILED.value)
                 self._dispatch_again = True  # a refused job leaves its slot free
                 continue
-            self._start(job.job_id, job.placement)
+            runner: JobRunner | RemoteRunner = (
+                self._start_remote(job) if job.remote else self._start(job)
+            )
             if self._stopping:  # stop_all() came while this job was being claimed
-                self._running[job.job_id].stop(JobStatus.INTERRUPTED, self._grace_s)
+                runner.stop(JobStatus.INTERRUPTED, self._grace_s)
         self._claiming = False
         # With no result the database could not be read or written (locked past the busy
         # timeout, the disk gone): the next event (a job queued, a slot freed) tries again.
@@ -328,13 +407,16 @@ class WorkerPool(QObject):
 
     def _emit_idle_if_idle(self) -> None:
         self._announce_stopped_if_done()
-        if not self._running and not self._paused and not self._claiming:
+        if not self._busy() and not self._paused:
             self.idle.emit()
 
     def _announce_stopped_if_done(self) -> None:
-        if self._stopping and not self._stopped_sent and not self._running and not self._claiming:
+        if self._stopping and not self._stopped_sent and not self._busy():
             self._stopped_sent = True
             self.stopped.emit()
+
+    def _busy(self) -> bool:
+        return bool(self._running or self._remote or self._claiming)
 
     def _place(self, job: Job) -> dict[str, str] | str | None:
         """The job's environment (its GPUs), None when no GPU has room now, or (a sentence)
@@ -353,35 +435,60 @@ class WorkerPool(QObject):
         if self._gpus is not None:
             self._gpus.release(job_id)
 
-    def _start(self, job_id: str, environment: dict[str, str]) -> None:
+    def _signals(self) -> RunnerSignals:
         signals = RunnerSignals(self)
         signals.job_event.connect(self.job_event)
         signals.finished.connect(self.on_runner_finished)
+        return signals
+
+    def _start(self, job: _Claimed) -> JobRunner:
+        assert not isinstance(job.placement, str)
         threads = max(1, (os.cpu_count() or 1) // (len(self._running) + 1))
-        folder = job_dir(self._home, job_id)
+        folder = job_dir(self._home, job.job_id)
         runner = JobRunner(
             self._database,
-            job_id,
+            job.job_id,
             folder,
             threads,
-            signals,
+            self._signals(),
             command=self._command,
-            environment=environment,
+            environment=job.placement,
         )
-        self._running[job_id] = runner
+        self._running[job.job_id] = runner
         self._threads.start(runner)
-        log.info("job started", extra={"job": job_id, "threads": threads})
+        log.info("job started", extra={"job": job.job_id, "threads": threads})
+        self._announce_start(job.job_id)
+        return runner
+
+    def _start_remote(self, job: _Claimed) -> RemoteRunner:
+        folder = job_dir(self._home, job.job_id)
+        runner = RemoteRunner(
+            self._database,
+            job.job_id,
+            folder,
+            self._signals(),
+            executors=self._executors,
+            follow_only=job.follow_only,
+        )
+        self._remote[job.job_id] = runner
+        self._followers.start(runner)
+        log.info("remote job started", extra={"job": job.job_id, "follow": job.follow_only})
+        self._announce_start(job.job_id)
+        return runner
+
+    def _announce_start(self, job_id: str) -> None:
         self.job_started.emit(job_id)
         self.state_changed.emit()
 
     @Slot(str, str)
     def on_runner_finished(self, job_id: str, status: str) -> None:
-        runner = self._running.pop(job_id, None)
+        runner = self._running.pop(job_id, None) or self._remote.pop(job_id, None)
         if runner is not None:
             runner.signals.deleteLater()
         self._release_gpus(job_id)
         log.info("job finished", extra={"job": job_id, "status": status})
-        self.job_finished.emit(job_id, status)
+        if status != JobStatus.RUNNING:  # a remote run let go as the app quits has not ended
+            self.job_finished.emit(job_id, status)
         self.state_changed.emit()
         self.dispatch()  # or, when stopping, `stopped` once the last job has ended
 

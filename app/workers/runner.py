@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import IO
 
@@ -44,6 +45,49 @@ class RunnerSignals(QObject):
 
     job_event = Signal(str, object)
     finished = Signal(str, str)
+
+
+class EventBatch:
+    """A run's events, written to the database in batches: at most one write every
+    WRITE_INTERVAL_S while events come, and the rest on `flush`, not one write per event."""
+
+    def __init__(self, write: Callable[[list[Event]], None]) -> None:
+        self._write = write
+        self._events: list[Event] = []
+        self._last_write = time.monotonic()
+
+    def add(self, event: Event) -> None:
+        self._events.append(event)
+        self.flush_if_due()
+
+    def flush_if_due(self) -> None:
+        if time.monotonic() - self._last_write >= WRITE_INTERVAL_S:
+            self.flush()
+
+    def flush(self) -> None:
+        events, self._events = self._events, []
+        if events:
+            self._write(events)
+        self._last_write = time.monotonic()
+
+
+def record_end(
+    database: Database,
+    job_id: str,
+    reason: JobStatus | None,
+    finished: FinishedEvent | None,
+    failure: str | None,
+) -> str:
+    """Record how a run ended, given why it was asked to stop (None: it was not); its status."""
+    if reason is not None and finished is None:
+        # Asked to stop, it did not say it had: it was killed after the grace period.
+        finished = FinishedEvent(status=reason.value)
+        failure = None
+        log.warning("the run was killed after the grace period", extra={"job": job_id})
+    elif reason is JobStatus.INTERRUPTED and finished is not None:
+        # Stopped because the app quit: it resumes from its checkpoint next time.
+        finished = finished.model_copy(update={"status": "interrupted"})
+    return finish_job(database, job_id, finished, failure).status
 
 
 def trainer_command(folder: Path) -> list[str]:
@@ -149,20 +193,16 @@ class JobRunner(QRunnable):
         """Read every event line until the trainer closes its end."""
         finished: FinishedEvent | None = None
         error: ErrorEvent | None = None
-        batch: list[Event] = []
-        last_write = time.monotonic()
+        batch = EventBatch(partial(apply_events, self._database, self.job_id))
         for line in stdout:
             event = self._parse(line)
             if event is None:
                 continue
             finished = event if isinstance(event, FinishedEvent) else finished
             error = event if isinstance(event, ErrorEvent) else error
-            batch.append(event)
             self.signals.job_event.emit(self.job_id, event)
-            if time.monotonic() - last_write >= WRITE_INTERVAL_S:
-                apply_events(self._database, self.job_id, batch)
-                batch, last_write = [], time.monotonic()
-        apply_events(self._database, self.job_id, batch)
+            batch.add(event)
+        batch.flush()
         return finished, error
 
     def _parse(self, line: bytes) -> Event | None:
@@ -183,17 +223,7 @@ class JobRunner(QRunnable):
         return f"The trainer stopped without finishing (exit code {code}; last output: {last})."
 
     def _record_end(self, finished: FinishedEvent | None, failure: str | None) -> str:
-        reason = self._stop_reason
-        if reason is not None and finished is None:
-            # Asked to stop, it did not say it had: it was killed after the grace period.
-            finished = FinishedEvent(status=reason.value)
-            failure = None
-            log.warning("the trainer was killed after the grace period", extra={"job": self.job_id})
-        elif reason is JobStatus.INTERRUPTED and finished is not None:
-            # Stopped because the app quit: it resumes from its checkpoint next time.
-            finished = finished.model_copy(update={"status": "interrupted"})
-        job = finish_job(self._database, self.job_id, finished, failure)
-        return job.status
+        return record_end(self._database, self.job_id, self._stop_reason, finished, failure)
 
     def _set_threads(self) -> None:
         spec_path = self._folder / SPEC_FILE
