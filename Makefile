@@ -14,7 +14,7 @@ QT_SYSTEM_PACKAGES := libegl1 libgl1 libxkbcommon0 libfontconfig1 libglib2.0-0 l
 PACKAGING_SYSTEM_PACKAGES := binutils dpkg
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: setup system-packages run test test-fast lint typecheck contracts pytest bench package package-gui clean
+.PHONY: setup system-packages run test test-fast lint typecheck contracts pytest bench package package-gui ray-tier clean
 
 setup: system-packages $(STAMP)
 
@@ -41,6 +41,16 @@ $(STAMP): pyproject.toml Makefile
 
 run: setup
 	$(PY) -m app
+
+# The integration tier's real Ray head (tests marked `ray`); the app itself never imports ray.
+# Pinned so that pip leaves torch, pydantic and numpy as they are. CI (.ci/run) installs it and
+# runs the tier (MTM_REQUIRE_RAY=1 turns a missing ray into a failure, not a skip).
+RAY_STAMP := $(VENV)/.ray-tier
+ray-tier: $(RAY_STAMP)
+$(RAY_STAMP): $(STAMP)
+	$(PIP) freeze | grep -i -E '^(torch|pydantic|pydantic_core|numpy|transformers|peft|httpx|websockets)==' > $(VENV)/ray-constraints.txt
+	$(PIP) install -q -c $(VENV)/ray-constraints.txt -e '.[ray-tier]'
+	touch $(RAY_STAMP)
 
 lint: setup
 	$(VENV)/bin/ruff check app ui tests bench tools packaging

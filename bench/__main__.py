@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import subprocess
 import sys
@@ -168,6 +169,31 @@ def bench_two_jobs() -> list[tuple[str, str, str, str]]:
     ]
 
 
+def bench_ray() -> list[tuple[str, str, str, str]]:
+    report: dict[str, Any] = run_child("bench.child_ray").report
+    remote, local = report["remote_delay"], report["local_delay"]
+    return [
+        (
+            "Submission to the first progress event shown, a tiny job on a local Ray head "
+            "(median of 3 warm runs)",
+            f"{float(report['remote_first_progress_s']):.1f} s (the fresh head's first job "
+            f"{float(report['remote_first_progress_cold_s']):.1f} s; head start "
+            f"{float(report['head_start_s']):.1f} s)",
+            "the same job here, trainer start to first progress "
+            f"{float(report['local_first_progress_s']):.1f} s",
+            "reported",
+        ),
+        (
+            "Delay of a Ray job's live events (the trainer's timestamp to the app having it)",
+            f"median {float(remote['median_ms']) / 1000:.2f} s, p90 "
+            f"{float(remote['p90_ms']) / 1000:.2f} s, max {float(remote['max_ms']) / 1000:.2f} s",
+            f"the same job here: median {float(local['median_ms']):.1f} ms, max "
+            f"{float(local['max_ms']):.1f} ms (Ray's log tail reads the log once a second)",
+            "reported",
+        ),
+    ]
+
+
 def bench_chat() -> list[tuple[str, str, str, str]]:
     report: dict[str, Any] = run_child("bench.child_chat_latency").report
     rows = []
@@ -276,6 +302,7 @@ def main() -> int:
             "ollama",
             "training",
             "frozen",
+            "ray",
         ],
         help="run one part; writes nothing",
     )
@@ -308,6 +335,8 @@ def main() -> int:
             from bench import frozen
 
             rows += frozen.rows(options.runs, home / "frozen")
+        if options.only in (None, "ray") and importlib.util.find_spec("ray") is not None:
+            rows += bench_ray()  # needs `make ray-tier`
     for what, figure, baseline, verdict in rows:
         print(f"{verdict:>8}  {what}: {figure}  [{baseline}]")
     if options.only is None:

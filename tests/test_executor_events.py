@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from app.events import FinishedEvent, ProgressEvent, StartedEvent, dump_event
-from app.executors.events import LogEventDecoder, decode_frames, decode_log
+from app.executors.events import LogEventDecoder, decode_frames, decode_log, run_line
 
 STARTED = StartedEvent(total_steps=3, device="cuda:0 (NVIDIA H200)", time=1.0)
 STEPS = [
@@ -77,3 +77,21 @@ def test_stderr_run_into_an_event_line_still_gives_the_event():
 
 def test_crlf_line_ends():
     assert decode_log(dump_event(FINISHED).decode().replace("\n", "\r\n"))[0] == [FINISHED]
+
+
+def test_only_the_current_runs_lines_count_when_a_job_id_ran_before():
+    # A resume reuses the id; the head appends the new run to the same log, after its line.
+    first, second = (run_line("job1", f"MTM_RUN={token} python -m app.training") for token in "ab")
+    cancelled = FinishedEvent(status="cancelled", time=2.0)
+    log = (
+        f"{first}\n{dump_event(STARTED).decode()}{dump_event(STEPS[0]).decode()}"
+        f"{dump_event(cancelled).decode()}an error of the first run\n"
+        f"{second}\n{LOG}"
+    )
+    events, decoder = decode_log(log, current_run=second)
+    assert events == EVENTS and decoder.events_seen == 5
+    assert "an error of the first run" not in decoder.other_lines
+    assert decode_log(log, skip=4, current_run=second)[0] == [FINISHED]
+    assert decode_log(log, current_run=first)[0] == [STARTED, STEPS[0], cancelled]
+    # A run whose line has not come yet (its runtime environment is being set up): nothing.
+    assert decode_log(log, current_run=run_line("job1", "MTM_RUN=c python"))[0] == []

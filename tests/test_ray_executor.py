@@ -39,6 +39,7 @@ FINISHED = FinishedEvent(status="completed", artifacts={"adapter": "adapter/"}, 
 LOG = "".join(
     ["Ray: runtime env set up\n", *(dump_event(e).decode() for e in [STARTED, *STEPS, FINISHED])]
 )
+RUN = "0a1b2c3d"  # the executor's token for each run, in these tests
 
 
 class MemoryKeyring(KeyringBackend):
@@ -82,7 +83,13 @@ def spec(tmp_path: Path) -> TrainingSpec:
 def executor_for(head: FakeHead, url: str, shared: Path, **cluster: object) -> RayExecutor:
     fields = {"name": "lab", "url": url, "storage": str(shared), "gpus": 1, "cpus": 4, **cluster}
     client = RayJobsClient(url, transport=head.transport)
-    return RayExecutor(make_cluster(**fields), client, FolderStorage(shared), sleep=lambda _s: None)
+    return RayExecutor(
+        make_cluster(**fields),
+        client,
+        FolderStorage(shared),
+        sleep=lambda _s: None,
+        run_token=lambda: RUN,
+    )
 
 
 def finish(head: FakeHead, job_id: str, status: str = "SUCCEEDED", **changes: object) -> None:
@@ -100,8 +107,9 @@ def test_submit_stages_uploads_and_submits_with_the_job_id(spec, tmp_path):
     sent = json.loads(next(r for r in head.requests if r.method == "POST").content)
     assert sent["submission_id"] == "job1"
     assert sent["entrypoint"] == (
-        f"python -m app.training --job-dir {tmp_path / 'shared/jobs/job1'}"
+        f"MTM_RUN={RUN} python -m app.training --job-dir {tmp_path / 'shared/jobs/job1'}"
     )
+    assert sent["metadata"]["run"] == RUN
     assert sent["runtime_env"]["working_dir"].startswith("gcs://_ray_pkg_")
     assert sent["runtime_env"]["env_vars"]["RAY_JOB_STOP_WAIT_TIME_S"] == str(STOP_WAIT_S)
     assert (sent["entrypoint_num_cpus"], sent["entrypoint_num_gpus"]) == (4, 1)
@@ -164,6 +172,36 @@ def test_a_socket_closed_early_is_caught_up_from_the_whole_log(spec, tmp_path):
         assert list(executor.follow("job1")) == [STARTED, *STEPS, FINISHED]
 
 
+def test_a_resumed_job_leaves_the_earlier_runs_lines_out(spec, tmp_path):
+    # The head appends every run of an id to one log, each after a line naming its entrypoint.
+    head = FakeHead()
+    cancelled = FinishedEvent(status="cancelled", time=2.5)
+    frames: list[str] = []
+    with log_socket_server(frames) as url:
+        executor = executor_for(head, url, tmp_path / "shared")
+        executor.submit("job1", spec, fresh=True)
+        first_run = head.jobs["job1"]["entrypoint"]
+        finish(head, "job1", "STOPPED")
+        executor._run_token = lambda: "feedf00d"
+        executor.submit("job1", spec, fresh=False)
+        second_run = head.jobs["job1"]["entrypoint"]
+        assert second_run != first_run and "MTM_RUN=feedf00d" in second_run
+        frames.append(
+            "".join(
+                [
+                    f"Running entrypoint for job job1: {first_run}\n",
+                    *(dump_event(e).decode() for e in [STARTED, STEPS[0], cancelled]),
+                    "Traceback: from the first run\n",
+                    f"Running entrypoint for job job1: {second_run}\n",
+                    *(dump_event(e).decode() for e in [STARTED, STEPS[1], FINISHED]),
+                ]
+            )
+        )
+        finish(head, "job1")
+        assert list(executor.follow("job1")) == [STARTED, STEPS[1], FINISHED]
+        assert list(executor.follow("job1", skip=1)) == [STEPS[1], FINISHED]
+
+
 def test_a_failure_without_an_error_event_quotes_the_last_lines(spec, tmp_path):
     head = FakeHead()
     log = "Traceback (most recent call last):\nModuleNotFoundError: No module named 'sqlalchemy'\n"
@@ -178,6 +216,32 @@ def test_a_failure_without_an_error_event_quotes_the_last_lines(spec, tmp_path):
     assert isinstance(last, ErrorEvent)
     assert last.message.startswith("Job job1 failed on the cluster (last output: Traceback")
     assert "No module named 'sqlalchemy'" in last.message and last.message.endswith("retry it.")
+
+
+def test_a_trainer_killed_by_a_signal_says_so(spec, tmp_path):
+    head = FakeHead()
+    log = dump_event(STARTED).decode() + "Killed\n"
+    with log_socket_server([log]) as url:
+        executor = executor_for(head, url, tmp_path / "shared")
+        executor.submit("job1", spec, fresh=True)
+        message = "Job entrypoint command failed with exit code 137, last available logs: Killed"
+        finish(head, "job1", "FAILED", driver_exit_code=137, message=message)
+        head.logs["job1"] = log
+        *_, last = executor.follow("job1")
+    assert isinstance(last, ErrorEvent)
+    assert last.message == (
+        "Job job1 was killed on the cluster by SIGKILL (often the out-of-memory killer: try a "
+        "smaller batch or a node with more memory; last output: Killed); resume or retry it."
+    )
+
+
+@pytest.mark.parametrize(
+    ("code", "name"), [(137, "SIGKILL"), (-9, "SIGKILL"), (143, "SIGTERM"), (1, None), (None, None)]
+)
+def test_exit_codes_that_mean_a_signal(code, name):
+    from app.executors.errors import killed_by
+
+    assert killed_by(code) == name
 
 
 def test_a_runtime_env_failure_is_one_sentence(spec, tmp_path):

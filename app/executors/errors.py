@@ -105,6 +105,36 @@ def job_failed(job_id: str, message: str, log_tail: list[str]) -> RemoteJobFaile
     return RemoteJobFailed(f"Job {job_id} failed on the cluster (last output: {said}); retry it.")
 
 
+def job_killed(job_id: str, signal_name: str, log_tail: list[str]) -> RemoteJobFailed:
+    """The job's process was killed by a signal (not stopped by the app)."""
+    last = " | ".join(line.strip() for line in log_tail[-LOG_TAIL_LINES:] if line.strip())
+    said = quote(last) or "no output"
+    if signal_name == "SIGKILL":
+        cause = "often the out-of-memory killer: try a smaller batch or a node with more memory"
+    else:
+        cause = "something on the node ended it"
+    return RemoteJobFailed(
+        f"Job {job_id} was killed on the cluster by {signal_name} ({cause}; last output: "
+        f"{said}); resume or retry it."
+    )
+
+
+def killed_by(exit_code: int | None) -> str | None:
+    """The signal's name when `exit_code` says a process was killed by one (-9, or 137 from
+    the shell), else None."""
+    import signal
+
+    if exit_code is None:
+        return None
+    number = -exit_code if exit_code < 0 else exit_code - 128
+    if exit_code < 0 or 128 < exit_code < 128 + 65:
+        try:
+            return signal.Signals(number).name
+        except ValueError:
+            return None
+    return None
+
+
 def quote(text: str) -> str:
     """A server's words made fit for a sentence: one line, not too long, no final stop."""
     text = re.sub(r"\s+", " ", text).strip()

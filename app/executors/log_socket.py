@@ -14,6 +14,11 @@ from app.executors.ray_client import is_loopback
 
 _MAX_FRAME_BYTES = 16 * 1024 * 1024  # Ray sends at most 20 000 characters a frame
 _OPEN_TIMEOUT_S = 10.0
+# The head's handler only ever sends (ray/dashboard/modules/job/job_head.py, 2.60): aiohttp
+# answers pings and close frames in receive(), which it never calls. A keepalive ping would go
+# unanswered and drop the stream every 40 s, and a close we start (the app stops following) would
+# wait out the whole close timeout. So no pings, and a short wait for a close that never comes.
+_CLOSE_TIMEOUT_S = 0.5
 
 
 class LogStreamLost(ClusterUnreachable):
@@ -37,6 +42,8 @@ def tail(url: str, headers: dict[str, str], job_id: str, base_url: str) -> Itera
             max_size=_MAX_FRAME_BYTES,
             proxy=proxy,  # type: ignore[arg-type]  # True means "from the environment"
             compression=None,
+            ping_interval=None,
+            close_timeout=_CLOSE_TIMEOUT_S,
         ) as socket:
             try:
                 for frame in socket:

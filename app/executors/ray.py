@@ -4,11 +4,17 @@ Submit stages the dataset and spec in the cluster's storage, uploads the code bu
 head has it, and submits with the app's job id as the submission id. Follow reads the trainer's
 event lines out of the driver log, reconnecting (and skipping what it already delivered) when the
 socket drops, and ends the stream with the run's last event like a local trainer does.
+
+A resume or retry reuses the job's id, and the head appends every run of an id to one log. Each
+submission's entrypoint therefore carries a token of its own (`MTM_RUN=<token> python -m …`),
+which the head writes into the log as that run starts; following reads the current run's
+entrypoint from the head and leaves the earlier runs' lines out.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -20,7 +26,7 @@ from app.executors.base import RemoteState
 from app.executors.bundle import build_bundle
 from app.executors.clusters import Cluster
 from app.executors.errors import ExecutorError, RemoteJobNotFound
-from app.executors.events import LogEventDecoder, decode_frames, decode_log
+from app.executors.events import LogEventDecoder, decode_frames, decode_log, run_line
 from app.executors.log_socket import LogStreamLost
 from app.executors.ray_client import JobDetails, JobSubmission, RayJobsClient
 from app.executors.storage import Storage, open_storage, remote_spec, spec_bytes
@@ -32,6 +38,7 @@ log = logging.getLogger(__name__)
 # kills it (Ray's default is 3 s: RAY_JOBS.md, "Stop grace period"). The local grace is 60 s.
 STOP_WAIT_S = 120
 RECONNECTS = 5
+RUN_VARIABLE = "MTM_RUN"  # set in the entrypoint: the run's token (see the module's docstring)
 _RECONNECT_DELAY_S = 2.0
 _END_POLL_S = 0.5
 _END_WAIT_S = 10.0  # the head closes the log socket as the job ends; its status follows soon
@@ -47,12 +54,14 @@ class RayExecutor:
         storage: Storage | None = None,
         *,
         sleep: Callable[[float], None] = time.sleep,
+        run_token: Callable[[], str] = lambda: secrets.token_hex(4),
     ) -> None:
         self.name: str | None = cluster.name
         self.cluster = cluster
         self.client = client
         self.storage = storage or open_storage(cluster.storage)
         self._sleep = sleep
+        self._run_token = run_token
 
     def close(self) -> None:
         self.client.close()
@@ -72,17 +81,19 @@ class RayExecutor:
         bundle = build_bundle(spec_bytes(remote))
         uploaded = self.client.ensure_package(bundle.uri, bundle.data)
         log.info("submitting", extra={"job": job_id, "package": bundle.uri, "uploaded": uploaded})
-        self.client.submit(self.submission(job_id, bundle.uri))
+        self.client.submit(self.submission(job_id, bundle.uri, self._run_token()))
 
-    def submission(self, job_id: str, package_uri: str) -> JobSubmission:
+    def submission(self, job_id: str, package_uri: str, run: str) -> JobSubmission:
+        """The job's submission; `run` (a token of this run's own) makes its entrypoint, and
+        so the line the head logs as it starts, unlike any earlier run's of the same id."""
         return JobSubmission(
-            entrypoint=self.storage.entrypoint(job_id),
+            entrypoint=f"{RUN_VARIABLE}={run} {self.storage.entrypoint(job_id)}",
             submission_id=job_id,
             runtime_env={
                 "working_dir": package_uri,
                 "env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": str(STOP_WAIT_S), "PYTHONUNBUFFERED": "1"},
             },
-            metadata={"app": APP_ID, "app_job_id": job_id},
+            metadata={"app": APP_ID, "app_job_id": job_id, "run": run},
             entrypoint_num_cpus=self.cluster.cpus,
             entrypoint_num_gpus=self.cluster.gpus or None,
         )
@@ -103,23 +114,33 @@ class RayExecutor:
 
     def follow(self, job_id: str, *, skip: int = 0) -> Iterator[Event]:
         delivered, last = skip, None
-        decoder = LogEventDecoder(skip)
+        current = run_line(job_id, self.client.job(job_id).entrypoint)
+        decoder = LogEventDecoder(skip, current)
+        details: JobDetails | None = None
         for attempt in range(RECONNECTS + 1):
-            decoder = LogEventDecoder(delivered)
+            decoder = LogEventDecoder(delivered, current)
             try:
                 for event in decode_frames(self.client.tail_logs(job_id), decoder):
                     delivered, last = delivered + 1, event
                     yield event
-                break
             except LogStreamLost:
                 if attempt == RECONNECTS:
                     raise
                 log.warning("log stream lost; reconnecting", extra={"job": job_id})
                 self._sleep(_RECONNECT_DELAY_S * (attempt + 1))
-        details = self._ended(job_id)
+                continue
+            details = self._ended(job_id)
+            if details.terminal or attempt == RECONNECTS:
+                break
+            # The head closed the stream cleanly, yet the job runs on (its log proxy to the
+            # node's agent broke): follow it again rather than call it ended.
+            log.warning("log stream closed while the job runs; reconnecting", extra={"job": job_id})
+            self._sleep(_RECONNECT_DELAY_S * (attempt + 1))
+        if details is None:
+            details = self._ended(job_id)
         if not isinstance(last, FinishedEvent | ErrorEvent):
             # The socket may close before the last lines were sent: the whole log has them.
-            events, decoder = decode_log(self.client.logs(job_id), delivered)
+            events, decoder = decode_log(self.client.logs(job_id), delivered, current)
             yield from events
             last = events[-1] if events else last
         if not isinstance(last, FinishedEvent | ErrorEvent):
@@ -144,7 +165,11 @@ class RayExecutor:
         if details.status == "SUCCEEDED":
             message = f"Job {job_id} ended on the cluster without reporting a result; retry it."
             return ErrorEvent(kind="internal", message=message)
-        error = errors.job_failed(job_id, details.message or "", list(decoder.other_lines))
+        signal_name = errors.killed_by(details.driver_exit_code)
+        if signal_name is not None:
+            error = errors.job_killed(job_id, signal_name, list(decoder.other_lines))
+        else:
+            error = errors.job_failed(job_id, details.message or "", list(decoder.other_lines))
         return ErrorEvent(kind="internal", message=error.message, traceback=details.message)
 
     # -- the rest ----------------------------------------------------------------------------
