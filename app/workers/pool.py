@@ -85,9 +85,10 @@ class _ClaimThread(QObject):
     """One Python thread for the dispatcher's database work; results come back as a signal,
     so the callback runs on the thread that owns the pool.
 
-    Not the window's TaskRunner: a claim round runs after every job that ends, and a
-    QObject pair per task, created and deleted that often, crashed PySide under the hundred-job
-    fault test. Here nothing is created per task.
+    Not a TaskRunner: it was written when TaskRunner still made a QObject pair per task (which
+    crashed PySide under the hundred-job fault test). TaskRunner no longer does, but a
+    TaskRunner(max_threads=1) here aborted once in two runs of the remote-job tests (a new
+    pool's QTimer, right after a failed test): not understood yet, so this thread stays.
     """
 
     _done = Signal(object, object)  # (callback, (result, exception))
