@@ -86,16 +86,11 @@ def _clusters_list(args: argparse.Namespace) -> int:
 
 def _clusters_check(args: argparse.Namespace) -> int:
     from app.executors.clusters import ClusterStore
-    from app.executors.ray import open_executor
 
     store = ClusterStore(args.context.database)
     cluster = store.get(args.name)
     _warn_if_insecure(cluster.url)
-    executor = open_executor(cluster, store.token(cluster))
-    try:
-        answer = executor.check()
-    finally:
-        executor.close()
+    answer = store.check(cluster.name)
     if args.json:
         print(json.dumps({**_summary(cluster), "ok": True, "server": answer}, indent=2))
     else:

@@ -137,10 +137,17 @@ def _jobs_show(args: argparse.Namespace) -> int:
 
 
 def _jobs_cancel(args: argparse.Namespace) -> int:
-    from app.jobs.service import cancel_job
+    from app.executors.remote_jobs import cancel_where_it_runs
+    from app.jobs.service import target_of
 
-    job = cancel_job(args.context.database, args.id)
-    text = "Cancelled." if job.status == "cancelled" else "Asked the trainer to stop."
+    job = cancel_where_it_runs(args.context.database, args.id)
+    target = target_of(job.spec)
+    if job.status == "cancelled":
+        text = "Cancelled."
+    elif target is not None:
+        text = f"Asked the cluster {target} to stop it; it saves a checkpoint first."
+    else:
+        text = "Asked the trainer to stop."
     return _print_job(args, job, f"{text} ({job.id})")
 
 

@@ -121,3 +121,67 @@ def ollama_connection(qapp, ollama_server):  # type: ignore[no-untyped-def]  # n
     connection = OllamaConnection(ollama_server.url, interval_ms=200)
     yield connection
     remove_event_loop(loop, *connection.closing_work())
+
+
+# -- the OS keyring and the window's TaskRunner, for the tests that need them ----------------
+
+
+def _memory_keyring_class():  # type: ignore[no-untyped-def]
+    from keyring.backend import KeyringBackend
+
+    class MemoryKeyring(KeyringBackend):
+        """An OS keyring stand-in that keeps passwords in a dict."""
+
+        priority = 1  # type: ignore[assignment]
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.passwords: dict[tuple[str, str], str] = {}
+
+        def get_password(self, service: str, username: str) -> str | None:
+            return self.passwords.get((service, username))
+
+        def set_password(self, service: str, username: str, password: str) -> None:
+            self.passwords[(service, username)] = password
+
+        def delete_password(self, service: str, username: str) -> None:
+            from keyring.errors import PasswordDeleteError
+
+            if self.passwords.pop((service, username), None) is None:
+                raise PasswordDeleteError("no such password")
+
+    return MemoryKeyring
+
+
+def _use_keyring(backend):  # type: ignore[no-untyped-def]
+    import keyring
+
+    before = keyring.get_keyring()
+    keyring.set_keyring(backend)
+    yield backend
+    keyring.set_keyring(before)
+
+
+@pytest.fixture
+def memory_keyring():  # type: ignore[no-untyped-def]
+    """A keyring in memory, never this machine's own."""
+    yield from _use_keyring(_memory_keyring_class()())
+
+
+@pytest.fixture
+def no_keyring():  # type: ignore[no-untyped-def]
+    """keyring's own fail backend: what a headless Linux box without Secret Service has."""
+    from keyring.backends.fail import Keyring as NoKeyring
+
+    yield from _use_keyring(NoKeyring())
+
+
+@pytest.fixture
+def runner(qtbot):  # type: ignore[no-untyped-def]
+    """The window's TaskRunner; every task it was given has finished when the test ends."""
+    from app.workers.background import TaskRunner
+
+    tasks = TaskRunner()
+    yield tasks
+    qtbot.waitUntil(lambda: not tasks.busy, timeout=60_000)
+    assert tasks.shutdown(), "background work did not finish"

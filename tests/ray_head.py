@@ -189,3 +189,100 @@ def log_socket_server(
         finally:
             server.shutdown()
             thread.join(5)
+
+
+def mark_orphaned(database: Any, *job_ids: str) -> None:
+    """Make running jobs look supervised by a process that is gone: this pid, another start
+    time (the pair the app compares to survive pid reuse)."""
+    from app.db.models import Job
+
+    with database.session() as session:
+        for job_id in job_ids:
+            session.get(Job, job_id).pid_started = 1.0
+
+
+@contextmanager
+def other_process() -> Iterator[tuple[int, float]]:
+    """A living process other than this one, as (pid, start time): a second window or worker
+    that supervises a job."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        yield child.pid, psutil.Process(child.pid).create_time()
+    finally:
+        child.kill()
+        child.wait()
+
+
+def set_owner(database: Any, job_id: str, owner: tuple[int | None, float | None]) -> None:
+    from app.db.models import Job
+
+    with database.session() as session:
+        job = session.get(Job, job_id)
+        job.pid, job.pid_started = owner
+
+
+@dataclass
+class ServedHead:
+    """The stand-in head behind a real HTTP server; `arrived` is set as a request comes in,
+    and its answer waits while `gate` is clear."""
+
+    head: FakeHead
+    url: str
+    gate: threading.Event
+    arrived: threading.Event
+
+
+@contextmanager
+def serve_over_http(head: FakeHead, wait_s: float = 30.0) -> Iterator[ServedHead]:
+    """`head` answering real HTTP requests on 127.0.0.1 (for a client in another process, or
+    the real `open_executor`); an answer waits while `gate` is clear, up to `wait_s`."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    gate, arrived = threading.Event(), threading.Event()
+    gate.set()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            arrived.set()
+            length = int(self.headers.get("Content-Length") or 0)
+            request = httpx.Request(
+                self.command,
+                f"http://{self.headers['Host']}{self.path}",
+                headers=dict(self.headers.items()),
+                content=self.rfile.read(length),
+            )
+            gate.wait(wait_s)
+            answer = head.handle(request)
+            self.send_response(answer.status_code)
+            self.send_header("Content-Type", answer.headers.get("content-type", "text/plain"))
+            self.send_header("Content-Length", str(len(answer.content)))
+            self.end_headers()
+            self.wfile.write(answer.content)
+
+        def do_POST(self) -> None:
+            self.do_GET()
+
+        def do_PUT(self) -> None:
+            self.do_GET()
+
+        def do_DELETE(self) -> None:
+            self.do_GET()
+
+        def log_message(self, *_args: object) -> None:
+            """Quiet: the test reads what the head saw from FakeHead.requests."""
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, name="ray-head-http")
+    thread.start()
+    try:
+        yield ServedHead(head, f"http://127.0.0.1:{server.server_address[1]}", gate, arrived)
+    finally:
+        gate.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

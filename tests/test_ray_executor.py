@@ -4,22 +4,29 @@ the cluster registry with its tokens in a keyring, and `mtm clusters`."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import keyring
 import pytest
-from keyring.backend import KeyringBackend
 
 from app.errors import BadInputError, NotFoundError
 from app.events import ErrorEvent, FinishedEvent, ProgressEvent, StartedEvent, dump_event
 from app.executors.clusters import ClusterStore, make_cluster
 from app.executors.ray import STOP_WAIT_S, RayExecutor
 from app.executors.ray_client import RayJobsClient
-from app.executors.reconcile import reconcile_jobs
+from app.executors.reconcile import adopt, reconcile_jobs
 from app.executors.storage import FolderStorage
 from app.jobs.service import NewJob, claim_next, create_job, get_job
 from app.jobs.spec import DatasetSource, TrainingSpec
-from tests.ray_head import FakeHead, job_details, log_socket_server
+from tests.ray_head import (
+    FakeHead,
+    job_details,
+    log_socket_server,
+    mark_orphaned,
+    other_process,
+    set_owner,
+)
 
 STARTED = StartedEvent(total_steps=2, device="cuda:0", time=1.0)
 STEPS = [
@@ -40,37 +47,6 @@ LOG = "".join(
     ["Ray: runtime env set up\n", *(dump_event(e).decode() for e in [STARTED, *STEPS, FINISHED])]
 )
 RUN = "0a1b2c3d"  # the executor's token for each run, in these tests
-
-
-class MemoryKeyring(KeyringBackend):
-    """A keyring that keeps passwords in a dict, for tests."""
-
-    priority = 1  # type: ignore[assignment]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.passwords: dict[tuple[str, str], str] = {}
-
-    def get_password(self, service: str, username: str) -> str | None:
-        return self.passwords.get((service, username))
-
-    def set_password(self, service: str, username: str, password: str) -> None:
-        self.passwords[(service, username)] = password
-
-    def delete_password(self, service: str, username: str) -> None:
-        from keyring.errors import PasswordDeleteError
-
-        if self.passwords.pop((service, username), None) is None:
-            raise PasswordDeleteError("no such password")
-
-
-@pytest.fixture
-def memory_keyring():  # type: ignore[no-untyped-def]
-    before = keyring.get_keyring()
-    backend = MemoryKeyring()
-    keyring.set_keyring(backend)
-    yield backend
-    keyring.set_keyring(before)
 
 
 @pytest.fixture
@@ -293,10 +269,13 @@ def test_reconcile_interrupts_the_jobs_the_head_forgot(context, tmp_path):
     settings = context.settings.load()
     jobs = [
         create_job(context.database, context.home, settings, NewJob(dataset.id, "org/m", target=t))
-        for t in ("lab", "lab", "lab", None)
+        for t in ("lab", "lab", "lab", None, "lab", "other")
     ]
     for _ in jobs:
         claim_next(context.database, "test")
+    # Jobs 0-3 and 5 were supervised by a process that is gone; job 4's process (this one)
+    # lives, and may not have submitted it yet: the head is not asked about it.
+    mark_orphaned(context.database, *(job.id for n, job in enumerate(jobs) if n != 4))
     head = FakeHead()
     head.jobs[jobs[0].id] = job_details(jobs[0].id, "RUNNING")
     head.jobs[jobs[1].id] = job_details(jobs[1].id, "SUCCEEDED")
@@ -306,6 +285,44 @@ def test_reconcile_interrupts_the_jobs_the_head_forgot(context, tmp_path):
     forgotten = get_job(context.database, jobs[2].id)
     assert forgotten.status == "interrupted" and "no longer knows" in forgotten.error
     assert get_job(context.database, jobs[3].id).status == "running"  # a local job: untouched
+    assert get_job(context.database, jobs[4].id).status == "running"
+    assert get_job(context.database, jobs[5].id).status == "running"  # another cluster's
+    asked = {path.rsplit("/", 1)[-1] for path in head.paths() if path.startswith("GET /api/jobs/")}
+    assert asked == {jobs[0].id, jobs[1].id, jobs[2].id}
+
+
+def test_of_two_processes_adopting_an_orphan_exactly_one_takes_it_over(context, tmp_path):
+    records = tmp_path / "facts.jsonl"
+    records.write_text("".join(json.dumps({"text": f"fact {n}"}) + "\n" for n in range(8)))
+    from app.datasets.importer import ImportOptions, import_dataset
+    from app.jobs.service import remote_orphans, take_over
+
+    dataset = import_dataset(context.database, context.home, records, ImportOptions(name="f"))
+    new = NewJob(dataset.id, "org/m", target="lab")
+    job = create_job(context.database, context.home, context.settings.load(), new)
+    claim_next(context.database, "a worker that crashed")
+    mark_orphaned(context.database, job.id)
+    orphans = remote_orphans(context.database)
+    assert list(orphans) == [job.id]
+    head = FakeHead()
+    head.jobs[job.id] = job_details(job.id, "RUNNING")
+    executor = executor_for(head, "http://127.0.0.1:8265", tmp_path / "shared")
+    with other_process() as second:
+        # The second process saw the same orphan, and its conditional UPDATE landed first.
+        set_owner(context.database, job.id, orphans[job.id])
+        assert take_over(context.database, job.id, "second", orphans[job.id]) is True
+        set_owner(context.database, job.id, second)
+        assert adopt(context.database, executor, "first", orphans) == []
+        taken = get_job(context.database, job.id)
+        assert (taken.status, taken.pid, taken.pid_started) == ("running", *second)
+        assert remote_orphans(context.database) == {}  # its new owner lives
+    # Once the second process is gone too, this one takes it over, and only once.
+    orphans = remote_orphans(context.database)
+    assert adopt(context.database, executor, "first", orphans) == [job.id]
+    assert adopt(context.database, executor, "first", orphans) == []
+    taken = get_job(context.database, job.id)
+    assert (taken.worker, taken.pid) == ("first", os.getpid())
+    assert remote_orphans(context.database) == {}
 
 
 # -- the registry and the CLI ----------------------------------------------------------------

@@ -42,6 +42,7 @@ from app.executors.storage import BucketStorage, FolderStorage, Storage
 from app.jobs.spec import SPEC_FILE, TrainingSpec, load_spec
 from tests import training_fixtures
 from tests.ray_cluster import MODEL_ID, S3_ENVIRONMENT, RayHead, ray_head
+from tests.ray_head import mark_orphaned
 from tests.training_fixtures import (
     REPO_ROOT,
     facts_records,
@@ -352,6 +353,7 @@ def test_a_restarted_app_reconciles_its_running_jobs(
     )
     assert claim_next(context.database, "test").id == running.id
     assert claim_next(context.database, "test").id == forgotten.id  # the head never has it
+    mark_orphaned(context.database, running.id, forgotten.id)  # their app went away
     spec = TrainingSpec.model_validate(get_job(context.database, running.id).spec)
 
     before = executor_for(ray_head, shared)

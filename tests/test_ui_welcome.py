@@ -19,7 +19,6 @@ from app.jobs.presets import QUICK_TEST
 from app.jobs.service import list_jobs
 from app.paths import resource_path
 from app.settings import Hyperparameters
-from app.workers.background import TaskRunner
 from tests.test_hardware import GPU_REPORT, fake_snapshot, printing
 from ui.hardware_info import HardwareInfo
 from ui.main_window import MainWindow
@@ -38,14 +37,6 @@ def hf_cache(tmp_path, monkeypatch) -> Path:
     fake_snapshot(cache, TINY_MODEL)
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     return cache
-
-
-@pytest.fixture
-def runner(qtbot):
-    tasks = TaskRunner()
-    yield tasks
-    qtbot.waitUntil(lambda: not tasks.busy, timeout=WAIT_MS)
-    assert tasks.shutdown(), "background work did not finish"
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ shared-folder storage: run to the end beside a local job, cancel, and reconcile 
 from __future__ import annotations
 
 import json
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,14 @@ from app.executors.storage import FolderStorage
 from app.jobs.service import NewJob, apply_events, claim_next, create_job, get_job
 from app.workers.pool import WorkerPool
 from app.workers.remote_runner import REMOTE_STATE_FILE
-from tests.ray_head import FakeHead, job_details, log_socket_server
+from tests.ray_head import (
+    FakeHead,
+    job_details,
+    log_socket_server,
+    mark_orphaned,
+    other_process,
+    set_owner,
+)
 from tests.test_worker_faults import EMIT, dataset, stand_in  # noqa: F401  (fixture)
 
 WAIT_MS = 60_000
@@ -190,8 +198,7 @@ def orphaned_remote_job(context, dataset, recorded: int) -> Job:  # noqa: F811
     """A remote job marked running by a process that is gone, with `recorded` events in."""
     job = remote_job(context, dataset)
     assert claim_next(context.database, "a worker that crashed").id == job.id
-    with context.database.session() as session:
-        session.get(Job, job.id).pid_started = 1.0  # not this process: its start time differs
+    mark_orphaned(context.database, job.id)
     apply_events(context.database, job.id, EVENTS[:recorded])
     state = {"attempt": 1, "events": recorded}
     (context.home.jobs / job.id / REMOTE_STATE_FILE).write_text(json.dumps(state))
@@ -214,7 +221,11 @@ def test_after_a_restart_a_running_remote_job_is_followed_without_duplicates(
         pool = pool_for(context, head, url, shared)
         finished, events = collect(pool)
 
+        owners: list[tuple[int | None, str | None]] = []
+
         def run_ends(_job_id: str, _event: object) -> None:
+            followed = get_job(context.database, job.id)
+            owners.append((followed.pid, followed.worker))
             head.jobs[job.id].update(status="SUCCEEDED")
             hold.set()
 
@@ -223,6 +234,7 @@ def test_after_a_restart_a_running_remote_job_is_followed_without_duplicates(
         qtbot.waitUntil(lambda: job.id in finished, timeout=WAIT_MS)
         assert pool.shutdown()
     assert finished == {job.id: "completed"}
+    assert owners[0] == (os.getpid(), pool._name)  # taken over: no other process adopts it too
     assert [event for _job, event in events] == EVENTS[2:]  # only what was not recorded
     assert metric_steps(context, job.id) == [1, 2]
     assert not any(r.method == "POST" and r.url.path == "/api/jobs/" for r in head.requests)
@@ -241,6 +253,117 @@ def test_after_a_restart_a_job_the_head_forgot_is_interrupted(qtbot, context, da
     assert pool.shutdown()
     assert finished == {}  # never started here
     assert "no longer knows" in get_job(context.database, job.id).error
+
+
+def test_a_remote_job_another_living_process_follows_is_left_to_it(
+    qtbot,
+    context,
+    dataset,  # noqa: F811
+    tmp_path,
+):
+    shared = tmp_path / "shared"
+    head = Head(shared, finishes=True, hold=threading.Event())  # it does not know the job yet
+    job = remote_job(context, dataset)
+    assert claim_next(context.database, "a second window").id == job.id
+    with other_process() as second:
+        set_owner(context.database, job.id, second)  # it claimed the job and is submitting it
+        pool = pool_for(context, head, "http://127.0.0.1:8265", shared)
+        finished, _events = collect(pool)
+        with qtbot.waitSignal(pool.idle, timeout=WAIT_MS):
+            pool.start()
+        assert pool.shutdown()
+        left = get_job(context.database, job.id)
+        assert (left.status, left.pid, left.pid_started) == ("running", *second)
+    assert finished == {}
+    assert head.requests == []  # neither asked about nor followed here
+
+
+def test_an_orphan_left_while_the_pool_runs_is_taken_over_in_the_next_round(
+    qtbot,
+    context,
+    dataset,  # noqa: F811
+    tmp_path,
+):
+    shared = tmp_path / "shared"
+    hold = threading.Event()
+    head = Head(shared, finishes=True, hold=hold)
+    with log_socket_server([LOG], hold=hold) as url:
+        pool = pool_for(context, head, url, shared)
+        finished, events = collect(pool)
+        with qtbot.waitSignal(pool.idle, timeout=WAIT_MS):
+            pool.start()
+        # Another window followed this job and crashed after recording its first event.
+        job = orphaned_remote_job(context, dataset, recorded=1)
+        head.jobs[job.id] = job_details(job.id, "SUCCEEDED")
+        head.logs[job.id] = LOG
+        hold.set()
+        pool.dispatch()  # the next round: a job queued or ended anywhere
+        qtbot.waitUntil(lambda: job.id in finished, timeout=WAIT_MS)
+        assert pool.shutdown()
+    assert finished == {job.id: "completed"}
+    assert [event for _job, event in events] == EVENTS[1:]
+    assert metric_steps(context, job.id) == [1, 2]
+
+
+def test_a_remote_job_cancelled_from_another_process_ends_cancelled(
+    qtbot,
+    context,
+    dataset,  # noqa: F811
+    tmp_path,
+):
+    """`mtm jobs cancel` (or a second window) while this pool follows the job: the head is asked
+    to stop it, and the follower here records the end."""
+    from app.executors.remote_jobs import cancel_where_it_runs
+
+    shared = tmp_path / "shared"
+    hold = threading.Event()
+    head = Head(shared, finishes=False, hold=hold)
+    job = remote_job(context, dataset)
+    with log_socket_server([dump_event(STARTED).decode()], hold=hold) as url:
+        pool = pool_for(context, head, url, shared)
+        finished, _events = collect(pool)
+        answers: list[str] = []
+
+        def cancel() -> None:
+            answers.append(cancel_where_it_runs(context.database, job.id, pool._executors).status)
+
+        def cancel_elsewhere(_job_id: str, event: object) -> None:
+            # On a thread of its own, as another process would; through the same executors.
+            if isinstance(event, StartedEvent):
+                threading.Thread(target=cancel).start()
+
+        pool.job_event.connect(cancel_elsewhere)
+        pool.start()
+        qtbot.waitUntil(lambda: job.id in finished, timeout=WAIT_MS)
+        assert pool.shutdown()
+    assert answers == ["running"]  # asked to stop; the follower records how it ended
+    assert finished[job.id] == "cancelled"
+    assert get_job(context.database, job.id).status == "cancelled"
+    assert head.paths().count(f"POST /api/jobs/{job.id}/stop") == 1
+
+
+def test_mtm_jobs_cancel_asks_the_cluster_to_stop_a_running_remote_job(
+    context,
+    dataset,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+    capsys,
+):
+    from app.cli import main
+
+    shared = tmp_path / "shared"
+    head = Head(shared, finishes=False, hold=threading.Event())
+    job = remote_job(context, dataset)
+    claim_next(context.database, "the window")
+    head.jobs[job.id] = job_details(job.id, "RUNNING")
+    pool = pool_for(context, head, "http://127.0.0.1:8265", shared)
+    monkeypatch.setattr(
+        "app.executors.remote_jobs.cluster_executors", lambda _database: pool._executors
+    )
+    assert main(["jobs", "cancel", job.id, "--home", str(context.home.root)]) == 0
+    assert "Asked the cluster lab to stop it" in capsys.readouterr().out
+    assert head.jobs[job.id]["status"] == "STOPPED"
+    assert get_job(context.database, job.id).status == "running"  # until its follower says
 
 
 @pytest.fixture(autouse=True)

@@ -15,6 +15,11 @@ from app import APP_NAME, __version__
 from app.hardware import HardwareReport
 from ui.hardware_info import CHECKING, HardwareInfo, torch_text
 
+# The colours of a note under a form or a panel: what went wrong, what to look at, what went well.
+ERROR_STYLE = "color: #b3261e;"
+WARNING_STYLE = "color: #b45309;"
+OK_STYLE = "color: #15803d;"
+
 # Dialogs opened with open() must outlive the function that opened them.
 _open_dialogs: set[QMessageBox] = set()
 

@@ -61,6 +61,7 @@ from app.ollama.evaluate import (
 from app.ollama.publish import publications
 from app.workers.background import TaskFailure, TaskRunner
 from ui.async_tasks import AsyncTasks
+from ui.dialogs import ERROR_STYLE
 from ui.job_models import format_time, submit_for
 from ui.ollama_connection import OllamaConnection
 from ui.playground import model_combo
@@ -71,7 +72,6 @@ _TOOLTIP = Qt.ItemDataRole.ToolTipRole
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 _RIGHT = int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
 _CENTRE = int(Qt.AlignmentFlag.AlignCenter)
-_ERROR_STYLE = "color: #b3261e;"
 _TITLE_STYLE = "font-weight: bold;"
 _MATCH_COLOURS = {True: QColor("#1e8e3e"), False: QColor("#c5221f")}
 _WHITESPACE = re.compile(r"\s+")
@@ -620,7 +620,7 @@ class EvaluateDialog(QDialog):
 
     def show_error(self, failure: TaskFailure) -> None:
         """A failure's one sentence (the runner words a bug's as one already)."""
-        self.status_label.setStyleSheet(_ERROR_STYLE)
+        self.status_label.setStyleSheet(ERROR_STYLE)
         self.status_label.setText(failure.message)
 
     def show_hint(self, text: str) -> None:

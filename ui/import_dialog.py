@@ -28,6 +28,7 @@ from app.datasets.importer import ImportOptions, Inspection
 from app.paths import DataHome
 from app.workers.background import TaskContext, TaskFailure, TaskRunner
 from ui.dataset_models import render_json, render_messages
+from ui.dialogs import ERROR_STYLE
 
 _DETECT = ""  # the format combo's "detect automatically" entry
 _NO_COLUMN = "(none)"
@@ -89,7 +90,7 @@ class ImportDialog(QDialog):
         layout.addWidget(self.sample_table, 1)
         self.problem_label = QLabel()
         self.problem_label.setWordWrap(True)
-        self.problem_label.setStyleSheet("color: #b3261e;")
+        self.problem_label.setStyleSheet(ERROR_STYLE)
         layout.addWidget(self.problem_label)
         self.buttons = QDialogButtonBox(
             QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel

@@ -30,8 +30,9 @@ from app.context import AppContext
 from app.db.models import Job
 from app.events import ErrorEvent, EvalEvent, Event, LogEvent, ProgressEvent, parse_event
 from app.jobs.lifecycle import ACTIVE, RESUMABLE, RETRYABLE, JobStatus
-from app.jobs.service import get_job, job_dir
+from app.jobs.service import get_job, job_dir, target_of
 from app.workers.background import TaskFailure, TaskRunner
+from ui.dialogs import ERROR_STYLE
 from ui.job_models import (
     STATUS_COLOURS,
     Curves,
@@ -46,7 +47,6 @@ from ui.loss_chart import LossChart
 
 EVENTS_FILE = "events.jsonl"
 LOG_LINES = 2000  # the log view keeps the newest lines; the whole log stays in events.jsonl
-_ERROR_STYLE = "color: #b3261e;"
 SELECT_TEXT = (
     "Select a job to see its progress, loss curves and log; select several to compare their "
     "loss curves."
@@ -124,7 +124,7 @@ class JobDetailPane(QWidget):
         column.addLayout(self._build_actions())
         column.addLayout(self._build_progress())
         self.error_label = QLabel(wordWrap=True)
-        self.error_label.setStyleSheet(_ERROR_STYLE)
+        self.error_label.setStyleSheet(ERROR_STYLE)
         self.error_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         column.addWidget(self.error_label)
         column.addLayout(self._build_artifacts())
@@ -485,6 +485,7 @@ def _facts(job: Job) -> str:
     parts = [
         f"Dataset <b>{html.escape(job.dataset_name)}</b>",
         f"base model <b>{html.escape(job.base_model)}</b>",
+        _where(job),
         f"{job.method}, {hyper.get('epochs', '?')} epochs, batch {hyper.get('batch_size', '?')}, "
         f"learning rate {hyper.get('learning_rate', '?')}",
         f"created {format_time(job.created_at)}",
@@ -492,6 +493,14 @@ def _facts(job: Job) -> str:
     if job.attempt > 1:
         parts.append(f"attempt {job.attempt}")
     return "; ".join(parts) + f". <span style='color: gray'>id {job.id}</span>"
+
+
+def _where(job: Job) -> str:
+    """Where the job runs: this machine, or the cluster its spec names."""
+    target = target_of(job.spec)
+    if target is not None:
+        return f"runs on cluster <b>{html.escape(target)}</b>"
+    return "runs on <b>this machine</b>"
 
 
 def _figures(row: JobRow) -> str:

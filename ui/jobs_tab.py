@@ -31,14 +31,15 @@ from PySide6.QtWidgets import (
 from app.context import AppContext
 from app.db.models import Job
 from app.events import Event
+from app.executors.remote_jobs import cancel_where_it_runs
 from app.jobs.lifecycle import JobStatus
 from app.jobs.service import (
     QueueMove,
-    cancel_job,
     delete_job,
     move_job,
     resume_job,
     retry_job,
+    target_of,
 )
 from app.workers.background import TaskFailure, TaskRunner
 from app.workers.pool import WorkerPool
@@ -359,8 +360,16 @@ class JobsTab(QWidget):
             self.detail.mark_cancelling(self.model.job(job.id))
             self.status_message.emit(f"Cancelling {job.name}…")
             return
+        # Queued, or running on a cluster and followed by another process (a second window,
+        # `mtm worker run`): the head is asked to stop it, and that process records the end.
         database, job_id = self._context.database, job.id
-        self._run_action(lambda: cancel_job(database, job_id), f"Cancelled {job.name}.")
+        target = target_of(job.spec)
+        if job.status == JobStatus.QUEUED:
+            done = f"Cancelled {job.name}."
+        else:
+            where = f"the cluster {target}" if target else "its trainer"
+            done = f"Asked {where} to stop {job.name}; it saves a checkpoint first."
+        self._run_action(lambda: cancel_where_it_runs(database, job_id), done)
 
     def on_resume_button_clicked(self) -> None:
         job = self.detail.job

@@ -48,7 +48,7 @@ from app.ollama.types import (
 )
 from app.workers.background import TaskFailure
 from ui.async_tasks import AsyncTasks
-from ui.dialogs import confirm, show_error
+from ui.dialogs import ERROR_STYLE, confirm, show_error
 from ui.ollama_connection import OllamaConnection, OllamaState
 from ui.ollama_models import (
     LoadedModelTable,
@@ -62,7 +62,6 @@ T = TypeVar("T")
 
 # /api/ps is cheap, but loaded models change only when something chats or a keep_alive ends.
 LOADED_REFRESH_MS = 10_000
-_ERROR_STYLE = "color: #b3261e;"
 _LICENSE_PREVIEW_CHARS = 70
 NO_MODELS_TEXT = (
     "Ollama has no models yet. Pull one by name above (for example smollm2:135m), or publish a "
@@ -204,7 +203,7 @@ class ModelsTab(QWidget):
         layout = QVBoxLayout(pane)
         layout.setContentsMargins(0, 0, 0, 0)
         self.list_notice = QLabel(wordWrap=True)
-        self.list_notice.setStyleSheet(_ERROR_STYLE)
+        self.list_notice.setStyleSheet(ERROR_STYLE)
         self.list_notice.hide()
         layout.addWidget(self.list_notice)
         layout.addWidget(self._build_table(), 1)
@@ -564,7 +563,7 @@ class ModelsTab(QWidget):
             widget.show()
 
     def _show_pull_message(self, text: str, *, error: bool = False) -> None:
-        self.pull_label.setStyleSheet(_ERROR_STYLE if error else "")
+        self.pull_label.setStyleSheet(ERROR_STYLE if error else "")
         self.pull_label.setText(text)
         self.pull_label.show()
 
@@ -718,7 +717,7 @@ class ModelDetailsPane(QWidget):
         self.body.show()
 
     def _set_message(self, text: str, *, error: bool = False) -> None:
-        self.message_label.setStyleSheet(_ERROR_STYLE if error else "")
+        self.message_label.setStyleSheet(ERROR_STYLE if error else "")
         self.message_label.setText(text)
         self.message_label.setVisible(bool(text))
 
@@ -790,7 +789,7 @@ class CopyModelDialog(QDialog):
         self.name_edit.textChanged.connect(self.on_name_edit_text_changed)
         layout.addWidget(self.name_edit)
         self.error_label = QLabel(wordWrap=True)
-        self.error_label.setStyleSheet(_ERROR_STYLE)
+        self.error_label.setStyleSheet(ERROR_STYLE)
         self.error_label.hide()
         layout.addWidget(self.error_label)
         self.buttons = QDialogButtonBox(

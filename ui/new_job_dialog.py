@@ -1,7 +1,9 @@
-"""The New Job dialog: dataset, base model, method, a preset with every field editable, a memory
-estimate, and Create, which queues the job through the background runner.
+"""The New Job dialog: dataset, base model, where it runs (this machine or a Ray cluster), method,
+a preset with every field editable, a memory estimate, and Create, which queues the job through
+the background runner.
 
-It opens with `open()`; datasets, the memory estimate and the job's creation run on the runner.
+It opens with `open()`; datasets, clusters, the memory estimate and the job's creation run on
+the runner.
 """
 
 from __future__ import annotations
@@ -31,16 +33,23 @@ from app.build_info import GUI_ONLY_NOTE, training_available
 from app.context import AppContext
 from app.datasets.repository import list_datasets
 from app.db.models import Dataset, Job
-from app.jobs.estimate import MemoryEstimate, estimate_memory, likely_device
+from app.executors.clusters import Cluster, ClusterStore
+from app.jobs.estimate import EstimateDevice, MemoryEstimate, estimate_memory, likely_device
 from app.jobs.presets import PRESETS, matching_preset, preset_named
-from app.jobs.service import NewJob, create_job
+from app.jobs.service import NewJob, create_job, target_of
 from app.jobs.spec import TrainingHyperparameters
 from app.settings import AppSettings, Method, field_errors
 from app.workers.background import TaskFailure, TaskRunner
+from ui.clusters_panel import resources_text, target_text
+from ui.dialogs import ERROR_STYLE
 from ui.job_models import submit_for
 
-_ERROR_STYLE = "color: #b3261e;"
 _ESTIMATE_DELAY_MS = 300
+THIS_MACHINE = "This machine"
+CLUSTER_BUILD_NOTE = (
+    "A job for a cluster cannot be queued from it either: the training code sent to the "
+    "cluster is read from the app's Python files, which this build leaves out."
+)
 DEFAULTS_ITEM = "Your defaults (Settings)"
 CUSTOM_ITEM = "Custom"
 METHOD_NAMES = {"lora": "LoRA", "qlora": "QLoRA (4-bit)", "full": "Full fine-tuning"}
@@ -98,11 +107,13 @@ class JobDraft:
     base_model: str
     name: str
     hyperparameters: dict[str, Any]
+    target: str | None = None  # the cluster it ran on; None: this machine
 
     @classmethod
     def from_job(cls, job: Job) -> JobDraft:
         hyperparameters = dict(job.spec.get("hyperparameters", {}))
-        return cls(job.dataset_id, job.base_model, f"{job.name} (copy)", hyperparameters)
+        name, target = f"{job.name} (copy)", target_of(job.spec)
+        return cls(job.dataset_id, job.base_model, name, hyperparameters, target)
 
 
 class NewJobDialog(QDialog):
@@ -124,6 +135,7 @@ class NewJobDialog(QDialog):
         self._draft = draft
         self._defaults: dict[str, Any] = {}
         self._extra: dict[str, Any] = {}  # a duplicate's settings the form does not show
+        self._clusters: dict[str, Cluster] = {}
         self._estimate_request = 0
         self._file_dialog: QFileDialog | None = None
         self.editors: dict[str, QLineEdit] = {}
@@ -149,13 +161,13 @@ class NewJobDialog(QDialog):
         self.estimate_label.setWordWrap(True)
         self.error_label = QLabel()
         self.error_label.setWordWrap(True)
-        self.error_label.setStyleSheet(_ERROR_STYLE)
+        self.error_label.setStyleSheet(ERROR_STYLE)
         layout.addWidget(self.estimate_label)
         layout.addWidget(self.error_label)
-        if not training_available():  # the GUI-only bundle: it can queue nothing it could run
+        if not training_available():  # GUI-only: it can queue nothing it (or a cluster) could run
             self.build_note = QLabel(GUI_ONLY_NOTE)
             self.build_note.setWordWrap(True)
-            self.build_note.setStyleSheet(_ERROR_STYLE)
+            self.build_note.setStyleSheet(ERROR_STYLE)
             layout.addWidget(self.build_note)
         layout.addWidget(self._build_buttons())
 
@@ -176,6 +188,8 @@ class NewJobDialog(QDialog):
         form.addRow("Name", self.name_edit)
         form.addRow("Dataset", dataset)
         form.addRow("Base model", self._build_base_model(recent_models))
+        form.addRow("Run on", self._build_run_on())
+        form.addRow("", self.run_on_hint)
         self.method_combo = QComboBox()
         for method, tip in METHODS.items():
             self.method_combo.addItem(METHOD_NAMES[method], method)
@@ -210,6 +224,17 @@ class NewJobDialog(QDialog):
         box.addWidget(gguf_button)
         return row
 
+    def _build_run_on(self) -> QComboBox:
+        self.run_on_combo = QComboBox()
+        self.run_on_combo.addItem(THIS_MACHINE, None)
+        self.run_on_combo.setToolTip(
+            "Where the job trains: this machine, or a Ray cluster added in Settings, Clusters"
+        )
+        self.run_on_combo.currentIndexChanged.connect(self.on_run_on_combo_changed)
+        self.run_on_hint = QLabel(wordWrap=True)
+        self.run_on_hint.hide()
+        return self.run_on_combo
+
     def _build_presets(self) -> QWidget:
         self.preset_combo = QComboBox()
         self.preset_combo.addItem(DEFAULTS_ITEM)
@@ -238,7 +263,7 @@ class NewJobDialog(QDialog):
             editor.setToolTip(field_tooltip(key))
             editor.textEdited.connect(self.on_field_edited)
             error = QLabel()
-            error.setStyleSheet(_ERROR_STYLE)
+            error.setStyleSheet(ERROR_STYLE)
             error.setWordWrap(True)
             error.hide()  # shown with a message
             cell = QVBoxLayout()
@@ -263,24 +288,27 @@ class NewJobDialog(QDialog):
     # --- loading -----------------------------------------------------------------------------
 
     def _load(self) -> None:
-        context = self._context
+        database, settings = self._context.database, self._context.settings
         submit_for(
             self,
             self._runner,
-            lambda _c: (list_datasets(context.database), context.settings.load()),
+            lambda _c: (list_datasets(database), settings.load(), ClusterStore(database).all()),
             on_success=self.on_load_succeeded,
             on_error=self.on_load_failed,
         )
 
-    def on_load_succeeded(self, result: tuple[list[Dataset], AppSettings]) -> None:
-        datasets, settings = result
+    def on_load_succeeded(self, result: tuple[list[Dataset], AppSettings, list[Cluster]]) -> None:
+        datasets, settings, clusters = result
         self._fill_datasets(datasets)
+        self._fill_clusters(clusters)
         defaults = TrainingHyperparameters().model_dump()
         self._defaults = {**defaults, **settings.hyperparameters.model_dump()}
         values = dict(self._defaults)
         if self._draft is not None:
             self._apply_draft(self._draft, values)
         self.show_values(values)
+        if self._draft is not None and self._draft.target is not None:
+            self._apply_target(self._draft.target)
         self.loaded = True
         self.on_form_changed()
 
@@ -298,6 +326,12 @@ class NewJobDialog(QDialog):
         else:
             self.dataset_combo.setCurrentIndex(0)
 
+    def _fill_clusters(self, clusters: list[Cluster]) -> None:
+        self._clusters = {cluster.name: cluster for cluster in clusters}
+        for cluster in clusters:
+            text = f"{cluster.name}: {cluster.url} ({resources_text(cluster)} a job)"
+            self.run_on_combo.addItem(text, cluster.name)
+
     def _apply_draft(self, draft: JobDraft, values: dict[str, Any]) -> None:
         self.name_edit.setText(draft.name)
         self.base_model_combo.setCurrentText(draft.base_model)
@@ -308,6 +342,16 @@ class NewJobDialog(QDialog):
         self.dataset_combo.setCurrentIndex(row)
         if row < 0:
             self._hint("The original job's dataset is gone: choose another one.")
+
+    def _apply_target(self, target: str) -> None:
+        """The original job's cluster, after the method (whose change redescribes it)."""
+        place = self.run_on_combo.findData(target)
+        self.run_on_combo.setCurrentIndex(max(place, 0))
+        if place < 0:
+            self._show_run_on_hint(
+                f"The original job's cluster {target} is gone: it runs on this machine unless "
+                "you choose another."
+            )
 
     def _hint(self, text: str) -> None:
         self.dataset_hint.setText(text)
@@ -332,6 +376,7 @@ class NewJobDialog(QDialog):
     def on_method_combo_changed(self, _index: int) -> None:
         for key in LORA_FIELDS:
             self.editors[key].setEnabled(self.method != "full")
+        self._describe_target()
         if self.preset_combo.currentText() in {p.name for p in PRESETS}:
             self.on_preset_combo_activated(self.preset_combo.currentIndex())
         self.on_form_changed()
@@ -343,6 +388,35 @@ class NewJobDialog(QDialog):
         elif name != CUSTOM_ITEM:
             self.show_values(preset_named(name).values_for(self.method))
         self.on_form_changed()
+
+    @property
+    def target(self) -> str | None:
+        """The chosen cluster's name; None: this machine."""
+        data = self.run_on_combo.currentData()
+        return data if isinstance(data, str) else None
+
+    @property
+    def cluster(self) -> Cluster | None:
+        return self._clusters.get(self.target or "")
+
+    def on_run_on_combo_changed(self, _index: int) -> None:
+        self._describe_target()
+        if not training_available():
+            note = f"{GUI_ONLY_NOTE} {CLUSTER_BUILD_NOTE}" if self.cluster else GUI_ONLY_NOTE
+            self.build_note.setText(note)
+        self.on_form_changed()
+
+    def _describe_target(self) -> None:
+        self._show_run_on_hint(target_text(self.cluster, self.method) if self.cluster else "")
+
+    def _show_run_on_hint(self, text: str) -> None:
+        self.run_on_hint.setText(text)
+        self.run_on_hint.setVisible(bool(text))
+        layout = self.layout()
+        # A wrapped label's lines do not count in the dialog's minimum size: grow to fit them.
+        needed = layout.totalHeightForWidth(self.width()) if layout is not None else 0
+        if self.isVisible() and needed > self.height():
+            self.resize(self.width(), needed)
 
     def on_field_edited(self, _text: str) -> None:
         self._show_matching_preset()
@@ -421,6 +495,11 @@ class NewJobDialog(QDialog):
             errors: dict[str, str] = {}
         except ValidationError as error:
             errors = field_errors(error)
+        if self.cluster is not None and _local_path(self.base_model):
+            errors["base_model"] = (
+                "A job on a cluster needs a Hugging Face id as its base model: the cluster "
+                "cannot read files of this machine."
+            )
         for key, label in self.errors.items():
             label.setText(errors.get(key, ""))
             label.setVisible(key in errors)
@@ -436,11 +515,13 @@ class NewJobDialog(QDialog):
             return
         self._estimate_request += 1
         request = self._estimate_request
-        base_model, method = self.base_model, self.method
+        base_model, method, cluster = self.base_model, self.method, self.cluster
         submit_for(
             self,
             self._runner,
-            lambda _c: estimate_memory(base_model, method, device=likely_device(method), **values),
+            lambda _c: estimate_memory(
+                base_model, method, device=_device(method, cluster), **values
+            ),
             on_success=lambda estimate: self._show_estimate(request, estimate),
             on_error=lambda failure: self._show_estimate(request, failure),
         )
@@ -456,7 +537,10 @@ class NewJobDialog(QDialog):
     def _show_estimate(self, request: int, result: MemoryEstimate | TaskFailure) -> None:
         if request != self._estimate_request:
             return  # the form changed since: a newer estimate is on its way
-        if isinstance(result, MemoryEstimate):
+        cluster = self.cluster
+        if isinstance(result, MemoryEstimate) and cluster is not None:
+            self.estimate_label.setText(f"On {cluster.name}'s nodes: {result.sentence()}")
+        elif isinstance(result, MemoryEstimate):
             self.estimate_label.setText(result.sentence())
         else:
             self.estimate_label.setText(f"No memory estimate: {result.message}")
@@ -476,6 +560,7 @@ class NewJobDialog(QDialog):
             base_model=self.base_model,
             name=self.name_edit.text().strip() or None,
             hyperparameters=self.job_values(),
+            target=self.target,
         )
         context = self._context
         self.create_button.setEnabled(False)
@@ -496,6 +581,18 @@ class NewJobDialog(QDialog):
     def on_create_failed(self, failure: TaskFailure) -> None:
         self.error_label.setText(failure.message)
         self.create_button.setEnabled(True)
+
+
+def _device(method: Method, cluster: Cluster | None) -> EstimateDevice:
+    """Where the job will train: a cluster's GPUs, else this machine's likely device."""
+    if cluster is None:
+        return likely_device(method)
+    return "cuda" if cluster.gpus > 0 or method == "qlora" else "cpu"
+
+
+def _local_path(text: str) -> bool:
+    """Whether the base model names a file or folder (which a cluster cannot read), not an id."""
+    return text.startswith(("/", ".", "~")) or text.endswith(".gguf") or Path(text).is_absolute()
 
 
 _TOOLTIP = Qt.ItemDataRole.ToolTipRole

@@ -41,12 +41,12 @@ from app.ollama.types import ChatChunk, ChatMessage, ModelSummary
 from app.workers.background import TaskFailure
 from ui.async_tasks import AsyncTasks
 from ui.chat_view import ChatView
+from ui.dialogs import ERROR_STYLE
 from ui.ollama_connection import OllamaConnection, OllamaState
 
 USER = "You"
 STOPPED = "(stopped)"
 DEFAULT_TEMPERATURE = 0.8  # Ollama's own default (OLLAMA_API.md §3.1)
-_ERROR_STYLE = "color: #b3261e;"
 _TITLE_STYLE = "font-weight: bold;"
 _OPTIONS_WIDTH = 320
 
@@ -171,7 +171,7 @@ class ChatSide(QWidget):
             return False
         self.turn = None  # the exchange stays out of the history (see the module docstring)
         self.view.add_error(message)
-        self.stats_label.setStyleSheet(_ERROR_STYLE)
+        self.stats_label.setStyleSheet(ERROR_STYLE)
         self.stats_label.setText(message)
         return True
 

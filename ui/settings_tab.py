@@ -1,4 +1,5 @@
-"""The Settings tab: every setting in a form; invalid values get a message beside the field."""
+"""The Settings tab: every setting in a form; invalid values get a message beside the field.
+Below it, the Ray clusters jobs can run on (ui.clusters_panel), saved as they change."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
+    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
@@ -22,8 +24,9 @@ from app.errors import KnownError
 from app.settings import AppSettings, Hyperparameters, SettingsStore, flatten, validate_settings
 from app.workers.background import TaskFailure, TaskRunner
 from ui.async_tasks import AsyncTasks
+from ui.clusters_panel import ClustersPanel
+from ui.dialogs import ERROR_STYLE
 
-_ERROR_STYLE = "color: #b3261e;"
 _OK_STYLE = "color: #15803d;"
 _GENERAL = {
     "ollama_url": "Ollama URL",
@@ -48,7 +51,7 @@ _NOT_ON_FORM = frozenset(AppSettings.model_fields) - set(_GENERAL) - {"hyperpara
 
 
 class SettingsTab(QWidget):
-    """Signals: `settings_saved(AppSettings)`, `status_message(str)`."""
+    """Signals: `settings_saved(AppSettings)`, `status_message(str)` (its clusters panel's too)."""
 
     settings_saved = Signal(object)
     status_message = Signal(str)
@@ -64,7 +67,8 @@ class SettingsTab(QWidget):
         self.show_settings(context.settings.load())
 
     def _build(self) -> None:
-        layout = QVBoxLayout(self)
+        content = QWidget()
+        layout = QVBoxLayout(content)
         general = QGroupBox("General")
         general_form = QFormLayout(general)
         for key, label in _GENERAL.items():
@@ -76,6 +80,20 @@ class SettingsTab(QWidget):
             self._add_row(defaults_form, f"hyperparameters.{key}", label, tip)
         layout.addWidget(general)
         layout.addWidget(defaults)
+        layout.addLayout(self._build_buttons())
+        # Its own buttons save at once: it stands below Save and Revert, which do not touch it.
+        self.clusters_panel = ClustersPanel(self._context, self._runner)
+        self.clusters_panel.status_message.connect(self.status_message)
+        layout.addWidget(self.clusters_panel)
+        layout.addStretch(1)
+        scroll = QScrollArea(widgetResizable=True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setWidget(content)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
+
+    def _build_buttons(self) -> QHBoxLayout:
         buttons = QHBoxLayout()
         self.save_button = QPushButton("Save")
         self.save_button.clicked.connect(self.on_save_button_clicked)
@@ -88,8 +106,7 @@ class SettingsTab(QWidget):
         buttons.addWidget(self.revert_button)
         buttons.addWidget(self.saved_label)
         buttons.addStretch(1)
-        layout.addLayout(buttons)
-        layout.addStretch(1)
+        return buttons
 
     def _add_row(self, form: QFormLayout, key: str, label: str, tip: str | None) -> None:
         editor: QLineEdit | QComboBox
@@ -100,7 +117,7 @@ class SettingsTab(QWidget):
             editor = QLineEdit()
         editor.setToolTip(tip or "")
         error = QLabel()
-        error.setStyleSheet(_ERROR_STYLE)
+        error.setStyleSheet(ERROR_STYLE)
         row = QHBoxLayout()
         row.addWidget(editor, 1)
         if key == "ollama_url":
@@ -121,7 +138,7 @@ class SettingsTab(QWidget):
             else:
                 editor.setText(str(values[key]))
             self.errors[key].clear()
-            self.errors[key].setStyleSheet(_ERROR_STYLE)
+            self.errors[key].setStyleSheet(ERROR_STYLE)
 
     def form_values(self) -> dict[str, Any]:
         data: dict[str, Any] = {"hyperparameters": {}}
@@ -145,7 +162,7 @@ class SettingsTab(QWidget):
         except KnownError as error:
             self._show_test(error.message, ok=False)
             return
-        label.setStyleSheet(_ERROR_STYLE)
+        label.setStyleSheet(ERROR_STYLE)
         label.setText("Testing…")
         self.test_ollama_button.setEnabled(False)
 
@@ -164,14 +181,14 @@ class SettingsTab(QWidget):
 
     def _show_test(self, text: str, *, ok: bool) -> None:
         label = self.errors["ollama_url"]
-        label.setStyleSheet(_OK_STYLE if ok else _ERROR_STYLE)
+        label.setStyleSheet(_OK_STYLE if ok else ERROR_STYLE)
         label.setWordWrap(True)
         label.setText(text)
 
     def on_save_button_clicked(self) -> None:
         settings, errors = validate_settings(self.form_values())
         for key, label in self.errors.items():
-            label.setStyleSheet(_ERROR_STYLE)
+            label.setStyleSheet(ERROR_STYLE)
             label.setText(errors.get(key, ""))
         if settings is None:
             self.saved_label.setText("Not saved: fix the fields marked in red.")

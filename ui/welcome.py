@@ -37,6 +37,7 @@ from app.paths import resource_path
 from app.settings import SettingsStore
 from app.workers.background import TaskCancelled, TaskContext, TaskFailure, TaskRunner
 from ui.datasets_tab import default_import_options
+from ui.dialogs import ERROR_STYLE
 from ui.hardware_info import HardwareInfo
 from ui.icons import app_icon
 from ui.ollama_connection import OllamaConnection, OllamaState
@@ -44,7 +45,6 @@ from ui.ollama_connection import OllamaConnection, OllamaState
 SAMPLE_FILE = "samples/getting-started.jsonl"
 SAMPLE_NAME = "Sample: getting started"
 SAMPLE_RECORDS = 40  # a test keeps this and the file in step
-_ERROR_STYLE = "color: #b3261e;"
 _DOT = "<span style='color:{}'>●</span>&nbsp;"
 _GREEN, _AMBER, _RED, _GREY = "#16a34a", "#d97706", "#dc2626", "#9ca3af"
 NO_MODEL = (
@@ -258,7 +258,7 @@ class WelcomeDialog(QDialog):
             self._say(failure.message, error=True)
 
     def _say(self, text: str, *, error: bool = False) -> None:
-        self.quick_start_label.setStyleSheet(_ERROR_STYLE if error else "")
+        self.quick_start_label.setStyleSheet(ERROR_STYLE if error else "")
         self.quick_start_label.setText(text)
 
 

@@ -126,6 +126,29 @@ class ClusterStore:
             token = os.environ.get(cluster.token_env) or None
         return token
 
+    def token_source(self, cluster: Cluster) -> str:
+        """Where the cluster's token comes from, in a few words: `keyring`, `from $VAR`
+        (`(not set)` when the variable is empty), or `none`. Asks the keyring, which can wait on
+        D-Bus: call it off the GUI thread."""
+        if _stored_token(cluster.name) is not None:
+            return "keyring"
+        if cluster.token_env:
+            unset = "" if os.environ.get(cluster.token_env) else " (not set)"
+            return f"from ${cluster.token_env}{unset}"
+        return "none"
+
+    def check(self, name: str) -> str:
+        """What the cluster's head answers (`Ray 2.60.0 (Jobs API 4)`), once its storage has been
+        written to; ExecutorError in one sentence otherwise. Blocks on the network."""
+        from app.executors.ray import open_executor
+
+        cluster = self.get(name)
+        executor = open_executor(cluster, self.token(cluster))
+        try:
+            return executor.check()
+        finally:
+            executor.close()
+
     def _save(self, clusters: list[Cluster]) -> None:
         ordered = sorted(clusters, key=lambda c: c.name)
         encoded = orjson.dumps([c.model_dump(mode="json") for c in ordered]).decode()

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import ColumnElement, delete, func, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from app.datasets.repository import dataset_files, get_dataset
@@ -299,6 +299,12 @@ def signal_queue(home: DataHome) -> None:
     marker.write_text(str(utc_now().timestamp()), encoding="ascii")
 
 
+def target_of(spec: object) -> str | None:
+    """The cluster a job's spec (as stored) names; None: it runs on this machine."""
+    target = spec.get("target") if isinstance(spec, dict) else None
+    return target if isinstance(target, str) else None
+
+
 def _runs_remotely(remote: bool) -> ColumnElement[bool]:
     """Jobs whose spec names a cluster (`remote`), or those that run on this machine."""
     target = func.json_extract(Job.spec, "$.target")
@@ -458,6 +464,49 @@ def interrupt_orphans(database: Database) -> list[str]:
     if interrupted:
         log.info("jobs interrupted", extra={"jobs": interrupted})
     return interrupted
+
+
+Owner = tuple[int | None, float | None]
+"""The process that supervises a running job: its pid and start time, as the job row has them."""
+
+
+def remote_orphans(database: Database) -> dict[str, Owner]:
+    """Running jobs on a cluster whose supervising process is gone, with that process: another
+    process (this one after a restart, or a second window) is to follow them (take_over)."""
+    running = select(Job.id, Job.pid, Job.pid_started).where(
+        Job.status == JobStatus.RUNNING, _runs_remotely(True)
+    )
+    with database.session() as session:
+        rows = list(session.execute(running))
+    return {
+        job_id: (pid, started) for job_id, pid, started in rows if not process_alive(pid, started)
+    }
+
+
+def take_over(database: Database, job_id: str, worker: str, owner: Owner) -> bool:
+    """Make this process the supervisor of a running job that `owner` left; False when the job
+    has ended or another process took it over first.
+
+    Like `claim`, a conditional UPDATE: of several processes that find the same orphan, exactly
+    one follows it, and the others see its new, living owner.
+    """
+    pid, started = process_identity()
+    with database.session() as session:
+        taken = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == JobStatus.RUNNING, owned_by(owner))
+            .values(worker=worker, pid=pid, pid_started=started)
+        )
+        return bool(taken.rowcount)  # type: ignore[attr-defined]
+
+
+def owned_by(owner: Owner) -> ColumnElement[bool]:
+    """Jobs whose supervising process is still `owner` (a condition for an UPDATE)."""
+    pid, started = owner
+    return and_(
+        Job.pid.is_(None) if pid is None else Job.pid == pid,
+        Job.pid_started.is_(None) if started is None else Job.pid_started == started,
+    )
 
 
 def process_identity() -> tuple[int, float]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,33 +41,34 @@ from PySide6.QtCore import (
 from app.db.models import Job
 from app.db.session import Database
 from app.errors import KnownError
-from app.executors.reconcile import reconcile_jobs
+from app.executors.reconcile import adopt
+from app.executors.remote_jobs import (
+    ExecutorFactory,
+    close_executor,
+    cluster_executors,
+)
 from app.jobs.lifecycle import JobStatus
 from app.jobs.service import (
     QUEUE_SIGNAL_FILE,
+    Owner,
     cancel_job,
     claim,
     finish_job,
+    get_job,
     gpu_memory_needed,
     interrupt_orphans,
     job_dir,
-    list_jobs,
     next_queued,
-    process_alive,
+    remote_orphans,
     signal_queue,
+    target_of,
     wants_gpu,
     worker_name,
 )
 from app.paths import DataHome
 from app.workers import control
 from app.workers.gpus import Gpu, GpuAllocator, discover_gpus
-from app.workers.remote_runner import (
-    FOLLOWERS,
-    ExecutorFactory,
-    RemoteRunner,
-    close_executor,
-    cluster_executors,
-)
+from app.workers.remote_runner import FOLLOWERS, RemoteRunner
 from app.workers.runner import (
     GRACE_PERIOD_S,
     JobRunner,
@@ -79,6 +81,7 @@ log = logging.getLogger(__name__)
 
 
 _ClaimCallback = Callable[[Any, Exception | None], None]
+_UNREACHABLE_RETRY_S = 60.0  # a head that did not answer is asked about its orphans again after
 
 
 class _ClaimThread(QObject):
@@ -180,6 +183,7 @@ class WorkerPool(QObject):
         self._followers = QThreadPool(self)
         self._followers.setMaxThreadCount(FOLLOWERS)
         self._remote: dict[str, RemoteRunner] = {}
+        self._unreachable_until: dict[str, float] = {}  # cluster: when to ask its head again
         # One thread, so claim rounds never overlap and run in the order they were asked for.
         self._claims = _ClaimThread(self)
         self._claiming = False
@@ -217,36 +221,41 @@ class WorkerPool(QObject):
         """On the claim thread: local orphans become interrupted; remote ones are matched with
         their heads (the returned ones are followed again); the GPUs are found."""
         interrupt_orphans(self._database)
-        adopted = self._reconcile_remote()
+        adopted = self._adopt_orphans()
         if self._discover_gpus:
             found = discover_gpus()
             self._gpus = GpuAllocator(found) if found else None
         return adopted
 
-    def _reconcile_remote(self) -> list[_Claimed]:
-        """Remote jobs marked running by a process that is gone: those each head no longer
-        knows become interrupted (reconcile_jobs); the others are to be followed again."""
-        orphans: dict[str, list[str]] = {}
-        for job in list_jobs(self._database, [JobStatus.RUNNING]):
-            target = job.spec.get("target")
-            if isinstance(target, str) and not process_alive(job.pid, job.pid_started):
-                orphans.setdefault(target, []).append(job.id)
+    def _adopt_orphans(self) -> list[_Claimed]:
+        """On the claim thread: remote jobs marked running by a process that is gone (this one
+        before a restart, another window, a crashed `mtm worker run`). Those each head no longer
+        knows become interrupted; the others this process takes over, unless another process
+        took them first, and follows again. A head that cannot be reached is asked again a
+        minute later, not in every round."""
+        by_cluster: dict[str, dict[str, Owner]] = {}
+        for job_id, owner in remote_orphans(self._database).items():
+            target = target_of(get_job(self._database, job_id).spec)
+            if target is not None:
+                by_cluster.setdefault(target, {})[job_id] = owner
         adopted: list[_Claimed] = []
-        for cluster, job_ids in orphans.items():
+        now = time.monotonic()
+        for cluster, orphans in by_cluster.items():
+            if now < self._unreachable_until.get(cluster, 0.0):
+                continue
             try:
-                states = self._reconcile_cluster(cluster)
-            except KnownError as error:  # the head is unreachable: its jobs wait for the next start
+                taken = self._adopt_from(cluster, orphans)
+            except KnownError as error:  # the head is away: its jobs wait until it answers
+                self._unreachable_until[cluster] = now + _UNREACHABLE_RETRY_S
                 log.warning("could not reconcile", extra={"cluster": cluster, "why": error.message})
                 continue
-            for job_id in job_ids:
-                if states.get(job_id) in ("running", "ended"):
-                    adopted.append(_Claimed(job_id, {}, remote=True, follow_only=True))
+            adopted += [_Claimed(job_id, {}, remote=True, follow_only=True) for job_id in taken]
         return adopted
 
-    def _reconcile_cluster(self, cluster: str) -> dict[str, str]:
+    def _adopt_from(self, cluster: str, orphans: dict[str, Owner]) -> list[str]:
         executor = self._executors(cluster)
         try:
-            return dict(reconcile_jobs(self._database, executor))
+            return adopt(self._database, executor, self._name, orphans)
         finally:
             close_executor(executor)
 
@@ -355,8 +364,10 @@ class WorkerPool(QObject):
 
     def _claim_jobs(self, free: int, free_remote: int) -> list[_Claimed]:
         """On the claim thread: claim up to `free` local jobs and `free_remote` remote ones
-        from the front of their queues."""
-        return self._claim_local(free) + self._claim_remote(free_remote)
+        from the front of their queues, and take over remote jobs whose process has gone since
+        (a second window or worker that crashed)."""
+        adopted = self._adopt_orphans() if free_remote > 0 else []
+        return self._claim_local(free) + adopted + self._claim_remote(free_remote - len(adopted))
 
     def _claim_remote(self, free: int) -> list[_Claimed]:
         claimed: list[_Claimed] = []

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from app.db.session import Database
 from app.errors import KnownError
 from app.events import ErrorEvent, Event, FinishedEvent, dump_event
 from app.executors.base import Executor
+from app.executors.remote_jobs import ExecutorFactory, close_executor
 from app.jobs.lifecycle import JobStatus
 from app.jobs.service import apply_events, get_job
 from app.jobs.spec import SPEC_FILE, TrainingSpec, load_spec
@@ -37,31 +38,6 @@ REMOTE_STATE_FILE = "remote.json"  # the attempt submitted, and how many of its 
 EVENTS_FILE = "events.jsonl"  # a copy of the run's events as they come, for the job's log view
 FOLLOWERS = 8  # remote jobs followed at once; each is a thread waiting on a socket, not a CPU
 _POLL_S = 0.2  # how often a follower waiting for the next event checks whether to let go
-
-ExecutorFactory = Callable[[str], Executor]
-"""The executor of the cluster with this name (ClusterStore's cluster and token by default)."""
-
-
-def cluster_executors(database: Database) -> ExecutorFactory:
-    """Executors for the clusters registered in `database`, with their tokens."""
-
-    def open_named(name: str) -> Executor:
-        # Imported here: a pool that never meets a remote job never loads the HTTP clients.
-        from app.executors.clusters import ClusterStore
-        from app.executors.ray import open_executor
-
-        store = ClusterStore(database)
-        cluster = store.get(name)  # NotFoundError, one sentence, for a cluster since removed
-        return open_executor(cluster, store.token(cluster))
-
-    return open_named
-
-
-def close_executor(executor: Executor) -> None:
-    """Close the executor's connections where it has any (the protocol does not require it)."""
-    close = getattr(executor, "close", None)
-    if callable(close):
-        close()
 
 
 @dataclass(frozen=True)
