@@ -76,3 +76,31 @@ def test_every_bundled_module_imports_from_the_unpacked_bundle(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().startswith(str(tmp_path))
+
+
+def test_a_build_without_the_training_code_says_so_in_one_sentence(tmp_path, monkeypatch):
+    """A frozen build reads the code from its cluster-code resource; one built without it
+    cannot send a job, and says what to do."""
+    import sys
+
+    from app.errors import KnownError
+    from app.executors import bundle
+
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    monkeypatch.setattr(bundle, "resource_path", lambda name: tmp_path / name)
+    assert bundle.code_root() == tmp_path / "cluster-code"
+    with pytest.raises(KnownError) as raised:
+        build_bundle(b"{}")
+    message = raised.value.message
+    assert message.count(". ") == 0 and message.endswith(".")
+    assert "carries no training code" in message and "make package" in message
+    # The same files, copied where a frozen build keeps them, make the same bundle.
+    for name, data in training_sources().items():
+        (tmp_path / "cluster-code" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "cluster-code" / name).write_bytes(data)
+    bundle.cluster_code_available.cache_clear()
+    assert bundle.cluster_code_available()
+    bundle.cluster_code_available.cache_clear()
+    frozen = build_bundle(b"{}")
+    monkeypatch.undo()
+    assert frozen.data == build_bundle(b"{}").data

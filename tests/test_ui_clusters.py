@@ -422,21 +422,28 @@ def test_a_cluster_job_needs_a_hugging_face_id_and_zero_gpus_warn_about_qlora(
     assert "QLoRA needs a GPU, and cpu-only gives a job none" in dialog.run_on_hint.text()
 
 
-def test_the_gui_only_build_still_cannot_queue_a_cluster_job(
+def test_the_gui_only_build_queues_jobs_for_a_cluster_only(
     qtbot, context, runner, store, dataset, hf_cache, tmp_path, monkeypatch
 ):
-    """The bundle a cluster runs is read from the app's .py files, which no frozen build has,
-    so the GUI-only build's restriction holds for a cluster target too, saying why."""
+    """The GUI-only build has no trainer, but it carries the training code a cluster runs
+    (build.spec's cluster-code resource; here the source tree): a cluster job can be queued, a
+    local one cannot, and a build without that code says why."""
     import ui.new_job_dialog as dialog_module
 
     monkeypatch.setattr(dialog_module, "training_available", lambda: False)
     store.add(make_cluster(name="lab", url="h", storage=str(tmp_path), gpus=1))
     dialog = _new_job_dialog(qtbot, context, runner)
     dialog.base_model_combo.setCurrentText(MODEL_ID)
-    dialog.run_on_combo.setCurrentIndex(1)
     assert dialog.validate() == {}
+    assert not dialog.create_button.isEnabled() and dialog.build_note.isVisible()
+    dialog.run_on_combo.setCurrentIndex(1)
+    assert dialog.create_button.isEnabled() and not dialog.build_note.isVisible()
+
+    monkeypatch.setattr(dialog_module, "cluster_code_available", lambda: False)
+    dialog.run_on_combo.setCurrentIndex(0)
+    dialog.run_on_combo.setCurrentIndex(1)
     assert not dialog.create_button.isEnabled()
-    assert dialog.build_note.text().endswith(CLUSTER_BUILD_NOTE)
+    assert dialog.build_note.isVisible() and dialog.build_note.text().endswith(CLUSTER_BUILD_NOTE)
     dialog.run_on_combo.setCurrentIndex(0)
     assert CLUSTER_BUILD_NOTE not in dialog.build_note.text()
 

@@ -33,6 +33,7 @@ from app.build_info import GUI_ONLY_NOTE, training_available
 from app.context import AppContext
 from app.datasets.repository import list_datasets
 from app.db.models import Dataset, Job
+from app.executors.bundle import cluster_code_available
 from app.executors.clusters import Cluster, ClusterStore
 from app.jobs.estimate import EstimateDevice, MemoryEstimate, estimate_memory, likely_device
 from app.jobs.presets import PRESETS, matching_preset, preset_named
@@ -47,8 +48,8 @@ from ui.job_models import submit_for
 _ESTIMATE_DELAY_MS = 300
 THIS_MACHINE = "This machine"
 CLUSTER_BUILD_NOTE = (
-    "A job for a cluster cannot be queued from it either: the training code sent to the "
-    "cluster is read from the app's Python files, which this build leaves out."
+    "A job for a cluster cannot be queued from it either: this build carries no training code "
+    "to send to a cluster."
 )
 DEFAULTS_ITEM = "Your defaults (Settings)"
 CUSTOM_ITEM = "Custom"
@@ -164,7 +165,7 @@ class NewJobDialog(QDialog):
         self.error_label.setStyleSheet(ERROR_STYLE)
         layout.addWidget(self.estimate_label)
         layout.addWidget(self.error_label)
-        if not training_available():  # GUI-only: it can queue nothing it (or a cluster) could run
+        if not training_available():  # GUI-only: it can queue jobs for a cluster, nothing else
             self.build_note = QLabel(GUI_ONLY_NOTE)
             self.build_note.setWordWrap(True)
             self.build_note.setStyleSheet(ERROR_STYLE)
@@ -399,11 +400,17 @@ class NewJobDialog(QDialog):
     def cluster(self) -> Cluster | None:
         return self._clusters.get(self.target or "")
 
+    def can_queue(self) -> bool:
+        """Whether this build can run the job where it is to run: the GUI-only build has no
+        trainer of its own, but it carries the training code a cluster job runs."""
+        return training_available() or (self.cluster is not None and cluster_code_available())
+
     def on_run_on_combo_changed(self, _index: int) -> None:
         self._describe_target()
         if not training_available():
             note = f"{GUI_ONLY_NOTE} {CLUSTER_BUILD_NOTE}" if self.cluster else GUI_ONLY_NOTE
             self.build_note.setText(note)
+            self.build_note.setVisible(not self.can_queue())
         self.on_form_changed()
 
     def _describe_target(self) -> None:
@@ -447,7 +454,7 @@ class NewJobDialog(QDialog):
             return
         errors = self.validate()
         ready = not errors and self.dataset_id is not None and bool(self.base_model)
-        self.create_button.setEnabled(ready and training_available())
+        self.create_button.setEnabled(ready and self.can_queue())
         self._estimate_timer.start()
 
     def on_folder_button_clicked(self) -> None:

@@ -5,6 +5,10 @@ bundle follows the code as it changes), never the window, the workers or the dat
 migrations. Entries are sorted with a fixed time and mode, so the same code and spec always make
 the same bytes; the content hash names the package (`gcs://_ray_pkg_<hash>.zip`) and a head that
 already holds it is not sent it again (RAY_JOBS.md §3, "Working_dir by hand").
+
+A frozen build has no Python files to read (its modules are compiled into its archive), so
+build.spec ships the same files as a resource, `cluster-code/`, computed by this module at build
+time: the GUI-only build, which has no trainer of its own, can still send jobs to a cluster.
 """
 
 from __future__ import annotations
@@ -12,15 +16,20 @@ from __future__ import annotations
 import ast
 import hashlib
 import io
+import sys
 import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import app
+from app.executors.errors import BadClusterError
+from app.paths import resource_path
 
 APP_ROOT = Path(app.__file__).resolve().parent
 SOURCE_ROOT = APP_ROOT.parent
+FROZEN_CODE = "cluster-code"  # the resource folder a frozen build carries the training code in
 # What a Ray job runs: the trainer, and the launcher that brings a bucket's files to it.
 ENTRY_MODULES = ("app.training", "app.executors.launch")
 BUNDLED_SPEC = "job/spec.json"  # the spec the job was submitted with, for the record
@@ -46,7 +55,7 @@ class Bundle:
 
 def build_bundle(spec_json: bytes, extra: Mapping[str, bytes] | None = None) -> Bundle:
     """The bundle of the training code, the spec and `extra` files (name → bytes)."""
-    files = {**training_sources(), BUNDLED_SPEC: spec_json, **(extra or {})}
+    files = {**code_to_send(), BUNDLED_SPEC: spec_json, **(extra or {})}
     data = deterministic_zip(files)
     # 16 hex digits, as Ray names its own packages; the head does not check them.
     return Bundle(data=data, digest=hashlib.sha256(data).hexdigest()[:16])
@@ -63,6 +72,29 @@ def deterministic_zip(files: Mapping[str, bytes]) -> bytes:
             info.create_system = 3  # Unix, wherever the zip was made, so the mode means the same
             archive.writestr(info, files[name], compresslevel=9)
     return buffer.getvalue()
+
+
+def code_root() -> Path:
+    """Where the app's Python files are read from: the source tree (or installed package), or a
+    frozen build's copy of them."""
+    return resource_path(FROZEN_CODE) if getattr(sys, "frozen", False) else SOURCE_ROOT
+
+
+def code_to_send() -> dict[str, bytes]:
+    """The training code a cluster job runs; BadClusterError when this build carries none."""
+    files = training_sources(code_root())
+    if "app/training/__main__.py" not in files:
+        raise BadClusterError(
+            "This build of Model Training Manager carries no training code to send to a cluster; "
+            "build it again with `make package`, or run the app from its source."
+        )
+    return files
+
+
+@cache
+def cluster_code_available() -> bool:
+    """Whether jobs can be sent to a cluster from this build (one look at a file, once)."""
+    return (code_root() / "app" / "training" / "__main__.py").is_file()
 
 
 def training_sources(
