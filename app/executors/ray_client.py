@@ -25,6 +25,7 @@ from app.executors.errors import (
     ExecutorError,
     RemoteJobNotFound,
 )
+from app.transport import Failure, classify
 
 if TYPE_CHECKING:
     import httpx
@@ -297,18 +298,15 @@ class RayJobsClient:
         )
 
     def _transport_error(self, error: httpx.RequestError, action: str) -> ExecutorError:
-        import httpx
-
-        if isinstance(error, httpx.ConnectTimeout):
-            return errors.unreachable(self.base_url, "no answer to the connection")
-        if isinstance(error, httpx.ConnectError):
-            return errors.unreachable(self.base_url, "connection refused or host not found")
-        if isinstance(error, httpx.TimeoutException):
+        failure = classify(error)
+        if failure in (Failure.READ_TIMEOUT, Failure.TIMEOUT):
             return ClusterUnreachable(
                 f"The Ray cluster at {self.base_url} did not answer within "
                 f"{self._read_timeout:g} s when asked to {action}; try again."
             )
-        return errors.unreachable(self.base_url, f"the connection broke: {type(error).__name__}")
+        if failure is Failure.OTHER:
+            return errors.unreachable(self.base_url, f"{type(error).__name__}: {error}")
+        return errors.unreachable(self.base_url, failure.value)
 
 
 def normalise_url(url: str) -> str:

@@ -13,7 +13,6 @@ import asyncio
 import hashlib
 import ipaddress
 import re
-import socket
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from pathlib import Path
@@ -39,6 +38,7 @@ from app.ollama.types import (
     RunningModel,
     StatusLine,
 )
+from app.transport import Failure, classify
 
 if TYPE_CHECKING:
     import httpx
@@ -476,23 +476,22 @@ class OllamaClient:
         )
 
     def _transport_error(self, error: httpx.RequestError, action: str) -> OllamaError:
-        import httpx
-
-        if isinstance(error, httpx.ConnectTimeout):
+        failure = classify(error)
+        if failure is Failure.CONNECT_TIMEOUT:
             return errors.unavailable(self.base_url, timed_out=True, seconds=self._connect_timeout)
-        if isinstance(error, httpx.ConnectError):
-            if _caused_by(error, socket.gaierror):
-                host = urlsplit(self.base_url).hostname
-                return errors.OllamaUnavailable(
-                    f"The host {host} in the Ollama URL {self.base_url} cannot be found; "
-                    "check the URL in the settings."
-                )
+        if failure is Failure.HOST_UNKNOWN:
+            host = urlsplit(self.base_url).hostname
+            return errors.OllamaUnavailable(
+                f"The host {host} in the Ollama URL {self.base_url} cannot be found; "
+                "check the URL in the settings."
+            )
+        if failure is Failure.REFUSED:
             return errors.unavailable(self.base_url, timed_out=False, seconds=None)
-        if isinstance(error, httpx.ReadTimeout):
+        if failure is Failure.READ_TIMEOUT:
             return errors.no_answer(self.base_url, action, self._read_timeout)
-        if isinstance(error, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
+        if failure is Failure.LOST:
             return errors.connection_lost(self.base_url, action)
-        if isinstance(error, httpx.TimeoutException):
+        if failure is Failure.TIMEOUT:
             return OllamaError(
                 f"Ollama at {self.base_url} did not take the request in time when asked to "
                 f"{action}; try again."
@@ -665,17 +664,6 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _caused_by(error: BaseException, kind: type[BaseException]) -> bool:
-    seen: BaseException | None = error
-    for _ in range(10):  # the chain is short; the bound guards against a cycle
-        if seen is None:
-            return False
-        if isinstance(seen, kind):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 async def _aclose(iterator: object) -> None:
