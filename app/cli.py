@@ -15,6 +15,7 @@ from typing import Any
 from app.cli_clusters import add_cluster_commands
 from app.cli_jobs import add_job_commands
 from app.cli_ollama import add_ollama_commands
+from app.cli_output import print_json
 from app.errors import BadInputError, KnownError
 from app.settings import flatten, validate_settings
 
@@ -163,7 +164,7 @@ def _datasets_import(args: argparse.Namespace) -> int:
     dataset = import_dataset(args.context.database, args.context.home, args.file, options)
     summary = dataset_summary(dataset, args.context)
     if args.json:
-        _print_json(summary)
+        print_json(summary)
     else:
         skipped = f", {dataset.invalid_rows} invalid skipped" if dataset.invalid_rows else ""
         print(
@@ -178,7 +179,7 @@ def _datasets_list(args: argparse.Namespace) -> int:
 
     datasets = list_datasets(args.context.database)
     if args.json:
-        _print_json([dataset_summary(d, args.context) for d in datasets])
+        print_json([dataset_summary(d, args.context) for d in datasets])
         return EXIT_OK
     if not datasets:
         print("No datasets yet; import one with: mtm datasets import FILE")
@@ -199,7 +200,7 @@ def _datasets_show(args: argparse.Namespace) -> int:
     if args.preview:
         summary["preview"] = _preview(args.context, dataset, args.preview)
     if args.json:
-        _print_json(summary)
+        print_json(summary)
     else:
         _print_summary(summary)
     return EXIT_OK
@@ -211,7 +212,7 @@ def _datasets_rename(args: argparse.Namespace) -> int:
     dataset = get_dataset(args.context.database, args.id)
     dataset = rename_dataset(args.context.database, dataset.id, args.name)
     if args.json:
-        _print_json(dataset_summary(dataset, args.context))
+        print_json(dataset_summary(dataset, args.context))
     else:
         print(f"Renamed {dataset.id} to {dataset.name!r}.")
     return EXIT_OK
@@ -227,7 +228,7 @@ def _datasets_split(args: argparse.Namespace) -> int:
         args.context.database, args.context.home, dataset.id, args.validation_fraction, args.seed
     )
     if args.json:
-        _print_json(dataset_summary(dataset, args.context))
+        print_json(dataset_summary(dataset, args.context))
     else:
         print(f"{dataset.name!r}: {dataset.validation_rows} of {dataset.rows} records held out.")
     return EXIT_OK
@@ -240,7 +241,7 @@ def _datasets_delete(args: argparse.Namespace) -> int:
     summary = dataset_summary(dataset, args.context)
     delete_dataset(args.context.database, args.context.home, dataset.id)
     if args.json:
-        _print_json({**summary, "deleted": True})
+        print_json({**summary, "deleted": True})
     else:
         print(f"Deleted {dataset.name!r} ({dataset.id}) and its files.")
     return EXIT_OK
@@ -303,7 +304,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
 def _settings_show(args: argparse.Namespace) -> int:
     data = args.context.settings.load().model_dump(mode="json")
     if args.json:
-        _print_json(data)
+        print_json(data)
     else:
         for key, value in flatten(data).items():
             print(f"{key} = {value}")
@@ -337,7 +338,3 @@ def _parse_value(text: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError:
         return text
-
-
-def _print_json(value: Any) -> None:
-    print(json.dumps(value, ensure_ascii=False, indent=2))

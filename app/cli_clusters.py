@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import Any
 
+from app.cli_output import answer
 from app.errors import BadInputError
 
 
@@ -63,11 +63,8 @@ def _clusters_add(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     summary = {**_summary(cluster), "token_in_keyring": bool(token) and kept}
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print(f"Added cluster {cluster.name} ({cluster.url}, storage {cluster.storage}).")
-    return 0
+    text = f"Added cluster {cluster.name} ({cluster.url}, storage {cluster.storage})."
+    return answer(args, summary, text)
 
 
 def _clusters_list(args: argparse.Namespace) -> int:
@@ -75,8 +72,7 @@ def _clusters_list(args: argparse.Namespace) -> int:
 
     clusters = ClusterStore(args.context.database).all()
     if args.json:
-        print(json.dumps([_summary(c) for c in clusters], indent=2))
-        return 0
+        return answer(args, [_summary(c) for c in clusters])
     if not clusters:
         print("No clusters yet; add one with: mtm clusters add NAME --url URL --storage PATH")
     for c in clusters:
@@ -90,23 +86,19 @@ def _clusters_check(args: argparse.Namespace) -> int:
     store = ClusterStore(args.context.database)
     cluster = store.get(args.name)
     _warn_if_insecure(cluster.url)
-    answer = store.check(cluster.name)
-    if args.json:
-        print(json.dumps({**_summary(cluster), "ok": True, "server": answer}, indent=2))
-    else:
-        print(f"Cluster {cluster.name} answers: {answer}; its storage can be written.")
-    return 0
+    server = store.check(cluster.name)
+    summary = {**_summary(cluster), "ok": True, "server": server}
+    return answer(
+        args, summary, f"Cluster {cluster.name} answers: {server}; its storage can be written."
+    )
 
 
 def _clusters_remove(args: argparse.Namespace) -> int:
     from app.executors.clusters import ClusterStore
 
     cluster = ClusterStore(args.context.database).remove(args.name)
-    if args.json:
-        print(json.dumps({**_summary(cluster), "removed": True}, indent=2))
-    else:
-        print(f"Removed cluster {cluster.name} and its token.")
-    return 0
+    removed = {**_summary(cluster), "removed": True}
+    return answer(args, removed, f"Removed cluster {cluster.name} and its token.")
 
 
 def _token_from(variable: str | None) -> str | None:

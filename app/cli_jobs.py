@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
+from app.cli_output import answer
 from app.errors import BadInputError
 
 # Flag -> hyperparameter, for `mtm jobs create`.
@@ -119,8 +119,7 @@ def _jobs_list(args: argparse.Namespace) -> int:
     jobs = list_jobs(args.context.database, args.status)
     if args.json:
         places = queue_places(args.context.database)
-        print(json.dumps([job_summary(j, args.context, places) for j in jobs], indent=2))
-        return 0
+        return answer(args, [job_summary(j, args.context, places) for j in jobs])
     if not jobs:
         print("No jobs yet; queue one with: mtm jobs create --dataset ID --base-model MODEL")
     for job in jobs:
@@ -179,23 +178,13 @@ def _jobs_delete(args: argparse.Namespace) -> int:
     job = get_job(args.context.database, args.id)
     summary = job_summary(job, args.context)
     delete_job(args.context.database, args.context.home, job.id)
-    if args.json:
-        print(json.dumps({**summary, "deleted": True}, indent=2))
-    else:
-        print(f"Deleted job {job.id} and its files.")
-    return 0
+    return answer(args, {**summary, "deleted": True}, f"Deleted job {job.id} and its files.")
 
 
 def _print_job(args: argparse.Namespace, job: Any, text: str | None) -> int:
     summary = job_summary(job, args.context)
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    elif text:
-        print(text)
-    else:
-        for key, value in summary.items():
-            print(f"{key:>18}: {value}")
-    return 0
+    lines = [text] if text else [f"{key:>18}: {value}" for key, value in summary.items()]
+    return answer(args, summary, *lines)
 
 
 def job_summary(job: Any, context: Any, places: dict[str, int] | None = None) -> dict[str, Any]:
@@ -291,8 +280,7 @@ def _worker_status(args: argparse.Namespace) -> int:
         )
     report: dict[str, Any] = {"paused": is_paused(home), "pools": pools}
     if args.json:
-        print(json.dumps(report, indent=2))
-        return 0
+        return answer(args, report)
     print(f"Queue {'paused' if report['paused'] else 'running'}; {len(pools)} pool(s).")
     for pool in pools:
         print(f"pool {pool['name']} ({pool['max_workers']} workers)")

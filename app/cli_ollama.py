@@ -10,6 +10,8 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from app.cli_output import answer
+
 T = TypeVar("T")
 
 
@@ -81,18 +83,15 @@ def _status(args: argparse.Namespace) -> int:
             print(error.message, file=sys.stderr)
         return 1
     advice = upgrade_advice(version, url)
-    if args.json:
-        print(json.dumps({"url": url, "running": True, "version": version, "advice": advice}))
-    else:
-        print(f"Ollama {version} is running at {url}." + (f" {advice}" if advice else ""))
-    return 0
+    status = {"url": url, "running": True, "version": version, "advice": advice}
+    text = f"Ollama {version} is running at {url}." + (f" {advice}" if advice else "")
+    return answer(args, status, text)
 
 
 def _list(args: argparse.Namespace) -> int:
     models = _run(args, lambda client: client.tags())
     if args.json:
-        print(json.dumps([model.model_dump(mode="json") for model in models], indent=2))
-        return 0
+        return answer(args, [model.model_dump(mode="json") for model in models])
     if not models:
         print("Ollama has no models yet; pull one with: ollama pull smollm2:135m")
     for model in models:
@@ -133,13 +132,9 @@ def _publish(args: argparse.Namespace) -> int:
         "reply": result.reply,
         "notes": list(result.notes),
     }
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        how = f"with its adapter on {result.base}" if result.route == "adapter" else "merged"
-        print(f"Published job {args.job_id} as {result.name} ({how}).")
-        print(f"Try it: ollama run {result.name}")
-    return 0
+    how = f"with its adapter on {result.base}" if result.route == "adapter" else "merged"
+    published = f"Published job {args.job_id} as {result.name} ({how})."
+    return answer(args, summary, published, f"Try it: ollama run {result.name}")
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -178,8 +173,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     report = _run(args, work)
     if args.json:
-        print(json.dumps({"tuned_model": tuned, "base_model": base, **report.scores}, indent=2))
-        return 0
+        return answer(args, {"tuned_model": tuned, "base_model": base, **report.scores})
     scores = report.scores
     print(f"{scores['examples']} validation examples, {tuned} against {base}:")
     rows = (
