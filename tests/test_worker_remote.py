@@ -305,6 +305,31 @@ def test_an_orphan_left_while_the_pool_runs_is_taken_over_in_the_next_round(
     assert metric_steps(context, job.id) == [1, 2]
 
 
+def test_a_cluster_that_breaks_the_orphan_search_does_not_hold_up_local_jobs(
+    qtbot,
+    context,
+    dataset,  # noqa: F811
+    tmp_path,
+):
+    orphaned_remote_job(context, dataset, recorded=1)
+    trainer = stand_in(tmp_path, EMIT + 'emit(event="finished", status="completed")\n')
+
+    def broken(_name: str) -> RayExecutor:
+        raise RuntimeError("a bug in an executor")
+
+    pool = WorkerPool(context.database, context.home, 1, command=trainer, executors=broken)
+    with qtbot.waitSignal(pool.idle, timeout=WAIT_MS):
+        pool.start()  # the search at start fails too, and is logged
+    local = create_job(
+        context.database, context.home, context.settings.load(), NewJob(dataset.id, "some/model")
+    )
+    finished, _events = collect(pool)
+    pool.dispatch()
+    qtbot.waitUntil(lambda: local.id in finished, timeout=WAIT_MS)
+    assert pool.shutdown()
+    assert finished == {local.id: "completed"}
+
+
 def test_a_remote_job_cancelled_from_another_process_ends_cancelled(
     qtbot,
     context,

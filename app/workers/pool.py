@@ -221,7 +221,7 @@ class WorkerPool(QObject):
         """On the claim thread: local orphans become interrupted; remote ones are matched with
         their heads (the returned ones are followed again); the GPUs are found."""
         interrupt_orphans(self._database)
-        adopted = self._adopt_orphans()
+        adopted = self._adopt_orphans_safely()
         if self._discover_gpus:
             found = discover_gpus()
             self._gpus = GpuAllocator(found) if found else None
@@ -366,8 +366,16 @@ class WorkerPool(QObject):
         """On the claim thread: claim up to `free` local jobs and `free_remote` remote ones
         from the front of their queues, and take over remote jobs whose process has gone since
         (a second window or worker that crashed)."""
-        adopted = self._adopt_orphans() if free_remote > 0 else []
+        adopted = self._adopt_orphans_safely() if free_remote > 0 else []
         return self._claim_local(free) + adopted + self._claim_remote(free_remote - len(adopted))
+
+    def _adopt_orphans_safely(self) -> list[_Claimed]:
+        """A cluster's trouble must not keep this round from starting local jobs."""
+        try:
+            return self._adopt_orphans()
+        except Exception:
+            log.exception("could not look for orphaned remote jobs")
+            return []
 
     def _claim_remote(self, free: int) -> list[_Claimed]:
         claimed: list[_Claimed] = []
