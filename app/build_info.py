@@ -17,8 +17,9 @@ TRAINING_MODULES = ("torch", "transformers", "peft")
 # build.spec writes this file into the bundle, beside the frozen app package.
 _MARKER = Path(__file__).with_name("build.json")
 GUI_ONLY_NOTE = (
-    "Training needs the full build of Model Training Manager; this is the GUI-only build. "
-    "Install the full build to train here, or train with the full build on another machine."
+    "Training on this machine needs the full build of Model Training Manager; this is the "
+    "GUI-only build. Install the full build to train here, or run the job on a Ray cluster "
+    "(Settings, Clusters)."
 )
 
 

@@ -243,6 +243,32 @@ def test_corrupt_parquet(database: Database, home: DataHome, tmp_path: Path) -> 
     assert_one_sentence(message, "broken.parquet", "Parquet")
 
 
+def test_parquet_without_pyarrow_says_what_this_build_cannot_do(
+    database: Database, home: DataHome, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The GUI-only build goes without pyarrow: a Parquet file is refused in one sentence, by
+    the first look and the import alike, and nothing is kept."""
+    import sys
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "facts.parquet"
+    pq.write_table(pa.Table.from_pylist([{"instruction": "Q?", "output": "A."}]), path)
+    for module in ("pyarrow", "pyarrow.parquet"):
+        monkeypatch.setitem(sys.modules, module, None)  # `import pyarrow` raises ImportError
+    expected = (
+        "facts.parquet is a Parquet file, and this build of Model Training Manager cannot read "
+        "Parquet; export it as JSON Lines or CSV, or use the full build."
+    )
+    message = import_fails(database, home, path)
+    assert message == expected
+    assert_one_sentence(message, "facts.parquet", "Parquet", "JSON Lines or CSV", "full build")
+    with pytest.raises(BadInputError) as caught:
+        inspect_file(path)
+    assert caught.value.message == expected
+
+
 def test_inspect_raises_for_unreadable_files(tmp_path: Path) -> None:
     with pytest.raises(BadInputError) as caught:
         inspect_file(tmp_path / "gone.csv")

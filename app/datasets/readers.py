@@ -498,9 +498,7 @@ def _allow_long_cells() -> None:
 
 
 def _read_parquet(info: FileInfo, position: ReadPosition) -> Generator[Item, None, None]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
+    pa, pq = _pyarrow(info)
     try:
         parquet = pq.ParquetFile(info.path)
         total_rows = max(parquet.metadata.num_rows, 1)
@@ -515,6 +513,23 @@ def _read_parquet(info: FileInfo, position: ReadPosition) -> Generator[Item, Non
             f"{info.name} is not a readable Parquet file ({_first_clause(str(error))}); "
             "export it as Parquet again."
         ) from None
+
+
+def _pyarrow(info: FileInfo) -> tuple[Any, Any]:
+    """pyarrow and pyarrow.parquet; BadInputError where this build goes without them.
+
+    The GUI-only build leaves pyarrow out (it is a third of that bundle). The first record read
+    raises, before anything is converted, so the importer keeps nothing of the file.
+    """
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise BadInputError(
+            f"{info.name} is a Parquet file, and this build of Model Training Manager cannot "
+            "read Parquet; export it as JSON Lines or CSV, or use the full build."
+        ) from None
+    return pa, pq
 
 
 def _read_text(info: FileInfo, position: ReadPosition) -> Generator[Item, None, None]:
