@@ -302,7 +302,7 @@ def test_of_two_processes_adopting_an_orphan_exactly_one_takes_it_over(context, 
     job = create_job(context.database, context.home, context.settings.load(), new)
     claim_next(context.database, "a worker that crashed")
     mark_orphaned(context.database, job.id)
-    orphans = remote_orphans(context.database)
+    orphans = remote_orphans(context.database)["lab"]  # by cluster
     assert list(orphans) == [job.id]
     head = FakeHead()
     head.jobs[job.id] = job_details(job.id, "RUNNING")
@@ -317,7 +317,7 @@ def test_of_two_processes_adopting_an_orphan_exactly_one_takes_it_over(context, 
         assert (taken.status, taken.pid, taken.pid_started) == ("running", *second)
         assert remote_orphans(context.database) == {}  # its new owner lives
     # Once the second process is gone too, this one takes it over, and only once.
-    orphans = remote_orphans(context.database)
+    orphans = remote_orphans(context.database)["lab"]
     assert adopt(context.database, executor, "first", orphans) == [job.id]
     assert adopt(context.database, executor, "first", orphans) == []
     taken = get_job(context.database, job.id)

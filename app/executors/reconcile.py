@@ -6,13 +6,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from app.db.models import Job, utc_now
 from app.db.session import Database
 from app.executors.base import Executor, RemoteState
 from app.jobs.lifecycle import JobStatus, transition
-from app.jobs.service import Owner, owned_by, remote_orphans, take_over, target_of
+from app.jobs.service import Owner, owned_by, remote_orphans, take_over
 
 log = logging.getLogger(__name__)
 
@@ -20,22 +20,18 @@ log = logging.getLogger(__name__)
 def reconcile_jobs(
     database: Database, executor: Executor, orphans: Mapping[str, Owner] | None = None
 ) -> dict[str, RemoteState]:
-    """Each orphaned running job of `executor`'s target (`orphans`, or every one whose process
-    is gone), as its head knows it. Those it does not know (a head restart forgets every job)
-    become interrupted, to be resumed from their checkpoint; the running and ended ones are for
-    the caller to take over and follow again (with the events recorded so far skipped).
+    """Each orphaned running job of `executor`'s target (`orphans`, else every one of that
+    target whose process is gone), as its head knows it. Those it does not know (a head restart
+    forgets every job) become interrupted, to be resumed from their checkpoint; the running and
+    ended ones are for the caller to take over and follow again (with the events recorded so far
+    skipped).
 
     A job whose supervising process lives is never asked about: it may be on its way to the head
     (claimed, not yet submitted), and that process follows it.
     """
     if orphans is None:
-        orphans = remote_orphans(database)
-    query = select(Job.id, Job.spec).where(Job.id.in_(list(orphans)))
-    with database.session() as session:
-        ids = [
-            job_id for job_id, spec in session.execute(query) if target_of(spec) == executor.name
-        ]
-    states = executor.reconcile(ids)
+        orphans = remote_orphans(database).get(executor.name or "", {})
+    states = executor.reconcile(list(orphans))
     unknown = {job_id: orphans[job_id] for job_id, state in states.items() if state == "unknown"}
     if unknown:
         _interrupt(database, unknown, executor.name or "this machine")

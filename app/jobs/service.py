@@ -470,17 +470,21 @@ Owner = tuple[int | None, float | None]
 """The process that supervises a running job: its pid and start time, as the job row has them."""
 
 
-def remote_orphans(database: Database) -> dict[str, Owner]:
-    """Running jobs on a cluster whose supervising process is gone, with that process: another
-    process (this one after a restart, or a second window) is to follow them (take_over)."""
-    running = select(Job.id, Job.pid, Job.pid_started).where(
+def remote_orphans(database: Database) -> dict[str, dict[str, Owner]]:
+    """Running jobs on a cluster whose supervising process is gone, with that process, by
+    cluster: another process (this one after a restart, or a second window) is to follow them
+    (take_over)."""
+    running = select(Job.id, Job.spec, Job.pid, Job.pid_started).where(
         Job.status == JobStatus.RUNNING, _runs_remotely(True)
     )
     with database.session() as session:
         rows = list(session.execute(running))
-    return {
-        job_id: (pid, started) for job_id, pid, started in rows if not process_alive(pid, started)
-    }
+    orphans: dict[str, dict[str, Owner]] = {}
+    for job_id, spec, pid, started in rows:
+        target = target_of(spec)
+        if target is not None and not process_alive(pid, started):
+            orphans.setdefault(target, {})[job_id] = (pid, started)
+    return orphans
 
 
 def take_over(database: Database, job_id: str, worker: str, owner: Owner) -> bool:

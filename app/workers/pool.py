@@ -11,8 +11,9 @@ claim round runs at a time; a dispatch asked for meanwhile runs when it lands.
 
 A job whose spec names a cluster is claimed in the same round but run by a RemoteRunner on a pool
 of its own: it waits on a socket, not a CPU, so it takes no slot. A remote run outlives the app:
-quitting stops following it (it stays running), and the next start reconciles every remote job
-still marked running with its head, following again those the head still has or has ended.
+quitting stops following it (it stays running). A remote job whose supervising process is gone
+(this one before a restart, another window) is matched with its head at start and in every claim
+round, and taken over by exactly one process, which follows it again.
 """
 
 from __future__ import annotations
@@ -54,14 +55,12 @@ from app.jobs.service import (
     cancel_job,
     claim,
     finish_job,
-    get_job,
     gpu_memory_needed,
     interrupt_orphans,
     job_dir,
     next_queued,
     remote_orphans,
     signal_queue,
-    target_of,
     wants_gpu,
     worker_name,
 )
@@ -233,14 +232,9 @@ class WorkerPool(QObject):
         knows become interrupted; the others this process takes over, unless another process
         took them first, and follows again. A head that cannot be reached is asked again a
         minute later, not in every round."""
-        by_cluster: dict[str, dict[str, Owner]] = {}
-        for job_id, owner in remote_orphans(self._database).items():
-            target = target_of(get_job(self._database, job_id).spec)
-            if target is not None:
-                by_cluster.setdefault(target, {})[job_id] = owner
         adopted: list[_Claimed] = []
         now = time.monotonic()
-        for cluster, orphans in by_cluster.items():
+        for cluster, orphans in remote_orphans(self._database).items():
             if now < self._unreachable_until.get(cluster, 0.0):
                 continue
             try:
